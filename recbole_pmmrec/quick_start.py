@@ -1,0 +1,135 @@
+"""Entry points: ``run_recbole`` (train + test any model), ``load_data_and_model``, the CLI.
+
+They mirror ``recbole.quick_start`` but use this plugin's Config and lookups, and never
+import ``ray`` (RecBole's quick_start module imports it at top level).
+"""
+
+import argparse
+import sys
+import time
+from logging import getLogger
+
+import torch
+from recbole.data import data_preparation
+from recbole.utils import init_logger, init_seed, set_color
+
+from recbole_pmmrec.compat import load_checkpoint
+from recbole_pmmrec.config import Config
+from recbole_pmmrec.default_dataset import ensure_default_dataset
+from recbole_pmmrec.registry import create_dataset, get_model, get_trainer
+
+
+def _count_parameters(model):
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def build_config(model=None, dataset=None, config_file_list=None, config_dict=None):
+    """The merged Config; creates the bundled default dataset on first use."""
+    config = Config(
+        model=model,
+        dataset=dataset,
+        config_file_list=config_file_list,
+        config_dict=config_dict,
+    )
+    ensure_default_dataset(config["dataset"], config["data_path"])
+    return config
+
+
+def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+    """Train, validate and test ``model`` on ``dataset`` (PMMRec or any RecBole model).
+
+    Returns a dict with the best valid score/result, the test result, the saved model
+    file, parameter counts and wall times.
+    """
+    config = build_config(model, dataset, config_file_list, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    total_params, trainable_params = _count_parameters(model)
+    logger.info(
+        set_color("parameters", "blue") + f": {total_params} total, {trainable_params} trainable"
+    )
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    test_result = trainer.evaluate(
+        test_data, load_best_model=saved, show_progress=config["show_progress"]
+    )
+    test_seconds = time.perf_counter() - start
+
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "saved_model_file": trainer.saved_model_file if saved else None,
+        "total_parameters": total_params,
+        "trainable_parameters": trainable_params,
+        "fit_seconds": fit_seconds,
+        "test_seconds": test_seconds,
+        "train_loss_by_epoch": dict(trainer.train_loss_dict),
+    }
+
+
+def load_data_and_model(model_file, config_dict=None):
+    """Load a saved model with its filtered dataset and split dataloaders.
+
+    ``config_dict`` overrides entries of the saved config (e.g. ``{"data_path": ...}`` when
+    the dataset has moved).
+    Returns ``(config, model, dataset, train_data, valid_data, test_data)``.
+    """
+    checkpoint = load_checkpoint(model_file, map_location="cpu")
+    config = checkpoint["config"]
+    for key, value in (config_dict or {}).items():
+        config[key] = value
+    if not torch.cuda.is_available():
+        config["device"] = torch.device("cpu")
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    model.eval()
+    return config, model, dataset, train_data, valid_data, test_data
+
+
+def main(argv=None):
+    """``run_recbole --model=NAME --dataset=NAME [--config_files="a.yaml b.yaml"] [--key=value ...]``"""
+    parser = argparse.ArgumentParser(
+        prog="run_recbole",
+        description="Train and test PMMRec or any RecBole model. Other --key=value pairs "
+        "override config keys (see README).",
+    )
+    parser.add_argument("--model", "-m", default="PMMRec")
+    parser.add_argument("--dataset", "-d", default="ml-100k-text")
+    parser.add_argument("--config_files", default=None, help="space-separated YAML files")
+    args, _ = parser.parse_known_args(argv)
+    config_files = args.config_files.strip().split() if args.config_files else None
+    result = run_recbole(model=args.model, dataset=args.dataset, config_file_list=config_files)
+    print(f"best valid: {dict(result['best_valid_result'])}")
+    print(f"test result: {dict(result['test_result'])}")
+    return 0

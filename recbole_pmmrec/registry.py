@@ -1,0 +1,51 @@
+"""Plugin-first lookups of models, datasets and trainers, falling back to RecBole's own.
+
+RecBole finds models, dataset classes and trainers only inside its own package; these
+functions look in this plugin first, so one entry point runs PMMRec and every RecBole
+built-in model on the same data.
+"""
+
+import importlib
+
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
+
+# model name -> "module:Class" of its model, dataset and trainer
+_PLUGIN_MODELS = {
+    "PMMRec": (
+        "recbole_pmmrec.model:PMMRec",
+        "recbole_pmmrec.dataset:PMMRecDataset",
+        "recbole_pmmrec.trainer:PMMRecTrainer",
+    ),
+}
+
+
+def _load(target):
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def plugin_models():
+    return sorted(_PLUGIN_MODELS)
+
+
+def get_model(model_name):
+    """The model class for ``model_name``: this plugin's first, then RecBole's."""
+    if model_name in _PLUGIN_MODELS:
+        return _load(_PLUGIN_MODELS[model_name][0])
+    return recbole_get_model(model_name)
+
+
+def get_trainer(model_type, model_name):
+    """The trainer class for ``model_name``: this plugin's first, then RecBole's."""
+    if model_name in _PLUGIN_MODELS:
+        return _load(_PLUGIN_MODELS[model_name][2])
+    return recbole_get_trainer(model_type, model_name)
+
+
+def create_dataset(config):
+    """The filtered dataset for ``config``: this plugin's dataset class first, then RecBole's."""
+    if config["model"] in _PLUGIN_MODELS:
+        return _load(_PLUGIN_MODELS[config["model"]][1])(config)
+    return recbole_create_dataset(config)
