@@ -1,0 +1,93 @@
+"""Fusion of projected text and image token states into one item vector.
+
+Every fusion takes ``(text_tokens, text_mask, image_tokens, image_mask)`` with tokens
+``[N, T, d]`` and masks ``[N, T]`` (a missing modality has an all-zero mask, or is None in a
+single-modality model) and returns ``[N, d]``.
+"""
+
+import torch
+import torch.nn as nn
+
+
+def masked_mean(tokens, mask):
+    """Mean of ``tokens`` over positions where ``mask`` is 1; zeros where the mask is empty."""
+    mask = mask.to(tokens.dtype).unsqueeze(-1)
+    return (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+class MeanPoolFusion(nn.Module):
+    """Single-modality items: the masked mean of the one modality's tokens."""
+
+    def forward(self, text_tokens, text_mask, image_tokens, image_mask):
+        if text_tokens is not None:
+            return masked_mean(text_tokens, text_mask)
+        return masked_mean(image_tokens, image_mask)
+
+
+class MergeAttentionFusion(nn.Module):
+    """Concatenate text and image tokens, one post-LN transformer block, masked mean pool.
+
+    A learned modality-type embedding tells the block which tokens are text and which image.
+    """
+
+    def __init__(self, hidden_size, n_heads, dropout, layer_norm_eps, type_embedding=True):
+        super().__init__()
+        self.block = nn.TransformerEncoderLayer(
+            d_model=hidden_size,
+            nhead=n_heads,
+            dim_feedforward=4 * hidden_size,
+            dropout=dropout,
+            activation="gelu",
+            layer_norm_eps=layer_norm_eps,
+            batch_first=True,
+            norm_first=False,
+        )
+        self.type_embedding = nn.Embedding(2, hidden_size) if type_embedding else None
+
+    def forward(self, text_tokens, text_mask, image_tokens, image_mask):
+        if self.type_embedding is not None:
+            text_tokens = text_tokens + self.type_embedding.weight[0]
+            image_tokens = image_tokens + self.type_embedding.weight[1]
+        tokens = torch.cat([text_tokens, image_tokens], dim=1)
+        mask = torch.cat([text_mask, image_mask], dim=1)
+        # an item with neither modality would give an all-masked row (NaN in attention)
+        empty = mask.sum(dim=1) == 0
+        attend = mask.bool() | empty.unsqueeze(1)
+        fused = self.block(tokens, src_key_padding_mask=~attend)
+        return masked_mean(fused, mask)
+
+
+class SumFusion(nn.Module):
+    """Sum of the two modalities' mean-pooled vectors."""
+
+    def forward(self, text_tokens, text_mask, image_tokens, image_mask):
+        return masked_mean(text_tokens, text_mask) + masked_mean(image_tokens, image_mask)
+
+
+class ConcatFusion(nn.Module):
+    """Linear map of the concatenated mean-pooled vectors."""
+
+    def __init__(self, hidden_size):
+        super().__init__()
+        self.linear = nn.Linear(2 * hidden_size, hidden_size)
+
+    def forward(self, text_tokens, text_mask, image_tokens, image_mask):
+        pooled = torch.cat(
+            [masked_mean(text_tokens, text_mask), masked_mean(image_tokens, image_mask)], dim=-1
+        )
+        return self.linear(pooled)
+
+
+FUSIONS = ("merge_attention", "sum", "concat")
+
+
+def build_fusion(kind, hidden_size, n_heads, dropout, layer_norm_eps, type_embedding, n_modalities):
+    if n_modalities == 1:
+        return MeanPoolFusion()
+    if kind == "merge_attention":
+        return MergeAttentionFusion(hidden_size, n_heads, dropout, layer_norm_eps, type_embedding)
+    if kind == "sum":
+        return SumFusion()
+    if kind == "concat":
+        return ConcatFusion(hidden_size)
+    raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {kind!r}")
