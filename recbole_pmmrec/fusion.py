@@ -25,12 +25,14 @@ class MeanPoolFusion(nn.Module):
 
 
 class MergeAttentionFusion(nn.Module):
-    """Concatenate text and image tokens, one post-LN transformer block, masked mean pool.
+    """Concatenate text and image tokens, one transformer block, masked mean pool.
 
     A learned modality-type embedding tells the block which tokens are text and which image.
+    ``norm_first=False`` is the authors' post-LN block; pre-LN is the default because the
+    post-LN block collapsed to identical item vectors in our small-data tests.
     """
 
-    def __init__(self, hidden_size, n_heads, dropout, layer_norm_eps, type_embedding=True):
+    def __init__(self, hidden_size, n_heads, dropout, layer_norm_eps, type_embedding=True, norm_first=True):
         super().__init__()
         self.block = nn.TransformerEncoderLayer(
             d_model=hidden_size,
@@ -40,7 +42,7 @@ class MergeAttentionFusion(nn.Module):
             activation="gelu",
             layer_norm_eps=layer_norm_eps,
             batch_first=True,
-            norm_first=False,
+            norm_first=norm_first,
         )
         self.type_embedding = nn.Embedding(2, hidden_size) if type_embedding else None
 
@@ -81,11 +83,20 @@ class ConcatFusion(nn.Module):
 FUSIONS = ("merge_attention", "sum", "concat")
 
 
-def build_fusion(kind, hidden_size, n_heads, dropout, layer_norm_eps, type_embedding, n_modalities):
+def build_fusion(config, n_modalities):
+    """The fusion module named by ``config["fusion"]`` (mean pooling for one modality)."""
+    kind, hidden_size = config["fusion"], config["hidden_size"]
     if n_modalities == 1:
         return MeanPoolFusion()
     if kind == "merge_attention":
-        return MergeAttentionFusion(hidden_size, n_heads, dropout, layer_norm_eps, type_embedding)
+        return MergeAttentionFusion(
+            hidden_size,
+            config["fusion_n_heads"],
+            config["hidden_dropout_prob"],
+            config["layer_norm_eps"],
+            config["modality_type_embedding"],
+            config["fusion_norm_first"],
+        )
     if kind == "sum":
         return SumFusion()
     if kind == "concat":

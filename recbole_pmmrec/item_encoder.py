@@ -57,15 +57,7 @@ class ItemEncoder(nn.Module):
             )
             self.image_paths = content.image_paths
             self.register_buffer("has_image", content.has_image, persistent=False)
-        self.fusion = build_fusion(
-            config["fusion"],
-            hidden,
-            config["fusion_n_heads"],
-            config["hidden_dropout_prob"],
-            config["layer_norm_eps"],
-            config["modality_type_embedding"],
-            len(self.modalities),
-        )
+        self.fusion = build_fusion(config, len(self.modalities))
         self._caches = {}
 
     def clear_stale_caches(self, state_dict, prefix=""):
@@ -75,7 +67,7 @@ class ItemEncoder(nn.Module):
             key_prefix = f"{prefix}{modality}_encoder.backbone."
             for name, tensor in backbone.state_dict().items():
                 new = state_dict.get(key_prefix + name)
-                if new is None or new.shape != tensor.shape or not torch.equal(new.to(tensor.device), tensor):
+                if new is not None and (new.shape != tensor.shape or not torch.equal(new.to(tensor.device), tensor)):
                     del self._caches[modality]
                     break
 

@@ -1,0 +1,5 @@
+import sys
+
+from recbole_pmmrec.quick_start import main
+
+sys.exit(main())
