@@ -34,7 +34,7 @@ setup(
     python_requires=">=3.10",
     packages=["recbole_pmmrec", "recbole_pmmrec.properties", "dataset_converters"],
     package_dir={"recbole_pmmrec.properties": "properties"},
-    package_data={"recbole_pmmrec.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml"]},
+    package_data={"recbole_pmmrec.properties": ["model/*.yaml", "dataset/*.yaml", "overlays/*.yaml"]},
     install_requires=RECBOLE_RUNTIME
     + [
         "torch>=2.2,<=2.14.1",
@@ -51,6 +51,7 @@ setup(
     entry_points={
         "console_scripts": [
             "run_recbole=recbole_pmmrec.quick_start:main",
+            "pmmrec-demo=recbole_pmmrec.demo:main",
         ]
     },
 )

