@@ -4,6 +4,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from tqdm import tqdm
+
 from . import atomic, images
 from .issues import ConversionError, Issues, log
 from .records import RawData
@@ -127,6 +129,9 @@ def run(source_module, source, input_path, output, options):
         files["image_report"] = image_info["report"] = f"{name}.image_report.tsv"
         atomic.write_tsv(folder / files["image_report"], images.REPORT_HEADER, collector.problems)
     files["summary"] = f"{name}.summary.json"
+    for stale in (f"{name}.item", f"{name}.image_urls.tsv", f"{name}.image_report.tsv"):
+        if stale not in files.values():  # left by an earlier conversion into this folder
+            (folder / stale).unlink(missing_ok=True)
     summary = build_summary(name, source, opts.non_default(), data, filtered, texts, collector,
                             {"output": str(folder), "inputs": inputs, "files": files})
     summary["images"].update(image_info)
@@ -148,7 +153,8 @@ def place_images(opts, data, tokens, folder):
     collector = images.ImageCollector(folder)
     index = images.folder_index(opts.images) if opts.images else {}
     from_lmdb, no_image = [], []
-    for token in tokens:
+    copying = bool(opts.images or any(i.image_file for i in data.item_info.values()))
+    for token in tqdm(tokens, desc="images", disable=not (opts.progress and copying), leave=False):
         info = data.item_info.get(token)
         if info is not None and info.image_file:
             collector.add_file(token, info.image_file)

@@ -32,6 +32,7 @@ def iter_lines(path, issues, encoding="utf-8", progress=True):
     raw, lines = open_binary(path)
     bar = tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc=path.name,
                disable=not progress, leave=False)
+    line_no = 0
     try:
         with raw, lines:
             for line_no, data in enumerate(lines, start=1):
@@ -49,7 +50,8 @@ def iter_lines(path, issues, encoding="utf-8", progress=True):
                 yield line_no, text.rstrip("\r\n")
             bar.update(raw.tell() - bar.n)
     except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise ConversionError(f"{path}: cannot read the file ({err})") from None
+        raise ConversionError(f"{path}: cannot read the file after line {line_no} ({err})") \
+            from None
     finally:
         bar.close()
 

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dataset_converters import ConversionError, convert
-from dataset_converters import filtering
+from dataset_converters import ConversionError, convert, filtering
 from dataset_converters.cli import main
 from dataset_converters.text import TextTemplate, clean_text
 
@@ -51,6 +50,7 @@ def read_content(folder):
 def load_recbole(folder):
     """Build RecBole's dataset from the converted folder (as the core does)."""
     from recbole.data import create_dataset
+
     from recbole_pmmrec.config import Config
 
     config = Config(model="SASRec", dataset=folder.name, config_dict={
@@ -435,6 +435,18 @@ def test_generic_jsonl_missing_fields_columns_and_encoding(tmp_path):
     assert "mixed.csv, line 3: not valid utf-8" in summary["skipped_examples"]["bad_encoding"][0]
     with pytest.raises(ConversionError, match=r"mixed\.csv, line 3: not valid utf-8.*--encoding"):
         convert("generic", raw / "mixed.csv", out, strict=True, progress=False)
+
+
+def test_name_option_and_stale_files(tmp_path):
+    raw = write_lines(tmp_path / "log.csv", ["user_id,item_id,cat", "u1,i1,x", "u1,i2,y"])
+    out = tmp_path / "data"
+    summary = convert("generic", raw, out, name="clicks", text_cols="cat", image_col="cat",
+                      progress=False)
+    assert summary["output"] == str(out / "clicks")
+    assert (out / "clicks" / "clicks.image_report.tsv").is_file()
+    convert("generic", raw, out, name="clicks", progress=False)
+    assert sorted(p.name for p in (out / "clicks").iterdir() if p.is_file()) == [
+        "clicks.content.jsonl", "clicks.inter", "clicks.summary.json"]
 
 
 def test_cli_reports_errors(tmp_path, capsys):
