@@ -19,6 +19,7 @@ from PIL import Image
 
 from dataset_converters import ConversionError, convert, filtering
 from dataset_converters.cli import main
+from dataset_converters.images import fetch
 from dataset_converters.text import TextTemplate, clean_text
 
 
@@ -472,6 +473,9 @@ def http_server(tmp_path, monkeypatch):
     class Handler(SimpleHTTPRequestHandler):
         def do_GET(self):
             requests.append(self.path)
+            if self.path == "/flaky.png" and requests.count(self.path) == 1:
+                self.send_error(503)  # fails once, then serves the file
+                return
             super().do_GET()
 
         def log_message(self, *args):
@@ -526,6 +530,17 @@ def test_download_images_from_local_server(http_server, tmp_path, capsys):
     summary = convert("generic", raw / "inter.tsv", out, text_cols=["title"], image_col="image",
                       progress=False)
     assert summary["items_with_image"] == 1 and requests == []
+
+
+def test_fetch_retries_transient_errors_only(http_server):
+    www, base, requests = http_server
+    (www / "flaky.png").write_bytes(image_bytes((1, 1, 1)))
+    data, reason = fetch(f"{base}/flaky.png", timeout=5, retries=2, backoff=0.01)
+    assert reason is None and data == (www / "flaky.png").read_bytes()
+    assert requests == ["/flaky.png", "/flaky.png"]
+    data, reason = fetch(f"{base}/absent.png", timeout=5, retries=2, backoff=0.01)
+    assert data is None and reason == "HTTP 404" and requests.count("/absent.png") == 1
+    assert fetch("file:///etc/passwd")[1].startswith("not an http(s) URL")
 
 
 # ----------------------------------------------------------- shared pieces
