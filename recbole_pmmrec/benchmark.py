@@ -308,7 +308,7 @@ def plot(rows, path, title):
         bars = right.barh([y + offset for y in ys], [r[key] for r in rows], 0.4,
                           xerr=[(_errors(r, [key]) or [0])[0] for r in rows], label=name)
         right.bar_label(bars, fmt="%.1f s", padding=3, fontsize=8)
-    right.set_xlim(0, 1.25 * max(r[k] for r in rows for k in ("s_per_epoch", "eval_s")))
+    right.set_xlim(0, 1.3 * max(r[k] + r.get(f"{k}_std", 0) for r in rows for k in ("s_per_epoch", "eval_s")))
     right.set_yticks(list(ys), [r["model"] for r in rows])
     right.invert_yaxis()
     right.set_xlabel("wall time (s)")
