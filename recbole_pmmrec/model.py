@@ -1,16 +1,45 @@
 """PMMRec: items represented only by their text and images, a SASRec-style user encoder."""
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_pmmrec.item_encoder import ItemEncoder
+from recbole_pmmrec.item_encoder import ItemEncoder, ItemVectors
 from recbole_pmmrec.losses import inbatch_softmax_loss, next_item_targets, user_item_mask
 from recbole_pmmrec.user_encoder import UserEncoder
 
 LOSS_TYPES = ("inbatch", "CE")
+
+
+@dataclass
+class TrainBatch:
+    """One encoded training batch (see :meth:`PMMRec.encode_batch`)."""
+
+    item_seq: torch.Tensor  # [B, L] item ids, 0 = padding
+    item_seq_len: torch.Tensor  # [B]
+    targets: torch.Tensor  # [B, L] next item of each position, 0 = unsupervised
+    unique: torch.Tensor  # [U] the batch's unique item ids (sorted)
+    vectors: ItemVectors  # their vectors
+    seq_index: torch.Tensor  # [B, L] index into unique, -1 = padding
+    target_index: torch.Tensor  # [B, L] index into unique, -1 = none
+    states: torch.Tensor  # [B, L, d] user states
+    noisy_states: Optional[torch.Tensor] = None  # [B, L, d] user states of corrupted sequences
+    noise_labels: Optional[torch.Tensor] = None  # [B, L] NID classes, -1 = padding
+
+    def row_of_position(self):
+        return torch.arange(self.item_seq.shape[0], device=self.item_seq.device).unsqueeze(1).expand_as(self.targets)
+
+    def user_items(self):
+        """``[B, U]``: which unique items occur in each row (history or targets)."""
+        return user_item_mask(torch.cat([self.seq_index, self.target_index], dim=1), len(self.unique))
+
+    def last_states(self, states):
+        return states[torch.arange(states.shape[0], device=states.device), self.item_seq_len - 1]
 
 
 class PMMRec(SequentialRecommender):
@@ -38,6 +67,12 @@ class PMMRec(SequentialRecommender):
 
         self.item_encoder = ItemEncoder(config, dataset.item_content)
         self.user_encoder = UserEncoder(config)
+        # noised item detection head: per-position clean / shuffled / replaced (or clean / noised)
+        self.nid_head = None
+        if config["nid_weight"]:
+            if config["nid_classes"] not in (2, 3):
+                raise ValueError(f"nid_classes must be 2 or 3, got {config['nid_classes']}")
+            self.nid_head = nn.Linear(config["hidden_size"], config["nid_classes"])
         counts = dataset.item_train_counts.clamp(min=1.0)
         self.register_buffer("log_q", (counts / counts.sum()).log(), persistent=False)
         for module in self.new_modules():
@@ -47,6 +82,8 @@ class PMMRec(SequentialRecommender):
     def new_modules(self):
         """The modules trained from scratch (everything but the pre-trained backbones)."""
         modules = [self.user_encoder, self.item_encoder.fusion]
+        if self.nid_head is not None:
+            modules.append(self.nid_head)
         for encoder in (self.item_encoder.text_encoder, self.item_encoder.image_encoder):
             if encoder is not None:
                 modules.append(encoder.proj)
@@ -115,28 +152,52 @@ class PMMRec(SequentialRecommender):
         states = self.user_states(item_seq, seq_vectors)
         return self.gather_indexes(states, item_seq_len - 1)
 
-    # RecBole contract
-    def calculate_loss(self, interaction):
+    # training
+    def encode_batch(self, interaction, corrupt=None):
+        """Encode a training batch once for every objective: the unique items' vectors, the
+        per-position user states and targets, and (with ``corrupt``, a function of
+        ``(item_seq, item_seq_len)`` returning a corrupted copy and per-position noise
+        labels) the user states of the corrupted sequences."""
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         targets = next_item_targets(item_seq, item_seq_len, interaction[self.POS_ITEM_ID], self.every_position)
-        valid = targets > 0
-        if self.loss_type == "CE":
-            all_vectors = self.all_item_vectors()
-            states = self.user_states(item_seq, all_vectors[item_seq])
-            logits = states[valid] @ all_vectors[1:].T
-            return F.cross_entropy(logits, targets[valid] - 1)
-        unique, vectors = self._unique_items(item_seq, targets)
+        noisy_seq = noise_labels = None
+        if corrupt is not None:
+            noisy_seq, noise_labels = corrupt(item_seq, item_seq_len)
+        unique, vectors = self._unique_items(*(t for t in (item_seq, targets, noisy_seq) if t is not None))
         seq_index = self._index_in(unique, item_seq)
-        states = self.user_states(item_seq, self._gather_vectors(vectors.fused, seq_index))
-        labels = self._index_in(unique, targets)
+        batch = TrainBatch(
+            item_seq=item_seq,
+            item_seq_len=item_seq_len,
+            targets=targets,
+            unique=unique,
+            vectors=vectors,
+            seq_index=seq_index,
+            target_index=self._index_in(unique, targets),
+            states=self.user_states(item_seq, self._gather_vectors(vectors.fused, seq_index)),
+        )
+        if noisy_seq is not None:
+            noisy_index = self._index_in(unique, noisy_seq)
+            batch.noisy_states = self.user_states(noisy_seq, self._gather_vectors(vectors.fused, noisy_index))
+            batch.noise_labels = noise_labels
+        return batch
+
+    def recommendation_loss(self, batch):
+        """Next-item loss of every supervised position (in-batch or full softmax)."""
+        valid = batch.targets > 0
+        if self.loss_type == "CE":
+            logits = batch.states[valid] @ self.all_item_vectors()[1:].T
+            return F.cross_entropy(logits, batch.targets[valid] - 1)
         exclude = None
         if self.mask_history_negatives:
-            per_user = user_item_mask(torch.cat([seq_index, labels], dim=1), len(unique))
-            row_of_position = torch.arange(item_seq.shape[0], device=item_seq.device)
-            exclude = per_user[row_of_position.unsqueeze(1).expand_as(targets)[valid]]
-        log_q = self.log_q[unique] if self.logq_correction else None
-        return inbatch_softmax_loss(states[valid], labels[valid], vectors.fused, log_q, exclude)
+            exclude = batch.user_items()[batch.row_of_position()[valid]]
+        log_q = self.log_q[batch.unique] if self.logq_correction else None
+        return inbatch_softmax_loss(batch.states[valid], batch.target_index[valid], batch.vectors.fused, log_q, exclude)
+
+    # RecBole contract
+    def calculate_loss(self, interaction):
+        """The next-item loss alone; PMMRecTrainer adds the self-supervised objectives."""
+        return self.recommendation_loss(self.encode_batch(interaction))
 
     def predict(self, interaction):
         user = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])

@@ -54,9 +54,10 @@ def write_tiny_clip_config(path):
 
 
 def write_tiny_dataset(root, name="tiny", n_users=60, n_items=30, seq_len=12, seed=0, with_images=True,
-                       no_text=(), no_image=()):
-    """Users walk the item catalogue in steps of one (with some noise), so the next item is
-    predictable from the current one; each item has a distinct text and a distinct colour."""
+                       no_text=(), no_image=(), jump_prob=0.1):
+    """Users walk the item catalogue in steps of one (jumping to a random item with
+    ``jump_prob``), so the next item is predictable from the current one; each item has a
+    distinct text and a distinct colour."""
     rng = random.Random(seed)
     folder = Path(root) / name
     (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -65,7 +66,7 @@ def write_tiny_dataset(root, name="tiny", n_users=60, n_items=30, seq_len=12, se
         item = rng.randrange(n_items)
         for t in range(seq_len):
             lines.append(f"u{user}\ti{item}\t{1000 * user + t}")
-            item = (item + (1 if rng.random() < 0.9 else rng.randrange(n_items))) % n_items
+            item = (item + (1 if rng.random() < 1 - jump_prob else rng.randrange(n_items))) % n_items
     (folder / f"{name}.inter").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with open(folder / f"{name}.content.jsonl", "w", encoding="utf-8") as f:
         for i in range(n_items):
