@@ -15,13 +15,27 @@ def masked_mean(tokens, mask):
     return (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
-class MeanPoolFusion(nn.Module):
-    """Single-modality items: the masked mean of the one modality's tokens."""
+class PooledFusion(nn.Module):
+    """A fusion of the modalities' mean-pooled vectors. Because the projections are affine,
+    the item encoder can pool the backbone states first and project once per item
+    (:meth:`combine`), which gives the same vectors as pooling projected tokens."""
+
+    needs_tokens = False
 
     def forward(self, text_tokens, text_mask, image_tokens, image_mask):
-        if text_tokens is not None:
-            return masked_mean(text_tokens, text_mask)
-        return masked_mean(image_tokens, image_mask)
+        text = masked_mean(text_tokens, text_mask) if text_tokens is not None else None
+        image = masked_mean(image_tokens, image_mask) if image_tokens is not None else None
+        return self.combine(text, image)
+
+    def combine(self, text, image):
+        raise NotImplementedError
+
+
+class MeanPoolFusion(PooledFusion):
+    """Single-modality items: the masked mean of the one modality's tokens."""
+
+    def combine(self, text, image):
+        return text if text is not None else image
 
 
 class MergeAttentionFusion(nn.Module):
@@ -31,6 +45,8 @@ class MergeAttentionFusion(nn.Module):
     ``norm_first=False`` is the authors' post-LN block; pre-LN is the default because the
     post-LN block collapsed to identical item vectors in our small-data tests.
     """
+
+    needs_tokens = True
 
     def __init__(self, hidden_size, n_heads, dropout, layer_norm_eps, type_embedding=True, norm_first=True):
         super().__init__()
@@ -59,25 +75,22 @@ class MergeAttentionFusion(nn.Module):
         return masked_mean(fused, mask)
 
 
-class SumFusion(nn.Module):
+class SumFusion(PooledFusion):
     """Sum of the two modalities' mean-pooled vectors."""
 
-    def forward(self, text_tokens, text_mask, image_tokens, image_mask):
-        return masked_mean(text_tokens, text_mask) + masked_mean(image_tokens, image_mask)
+    def combine(self, text, image):
+        return text + image
 
 
-class ConcatFusion(nn.Module):
+class ConcatFusion(PooledFusion):
     """Linear map of the concatenated mean-pooled vectors."""
 
     def __init__(self, hidden_size):
         super().__init__()
         self.linear = nn.Linear(2 * hidden_size, hidden_size)
 
-    def forward(self, text_tokens, text_mask, image_tokens, image_mask):
-        pooled = torch.cat(
-            [masked_mean(text_tokens, text_mask), masked_mean(image_tokens, image_mask)], dim=-1
-        )
-        return self.linear(pooled)
+    def combine(self, text, image):
+        return self.linear(torch.cat([text, image], dim=-1))
 
 
 FUSIONS = ("merge_attention", "sum", "concat")

@@ -5,6 +5,7 @@ from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from recbole_pmmrec.content import load_pixels
@@ -62,66 +63,79 @@ class ItemEncoder(nn.Module):
 
     def clear_stale_caches(self, state_dict, prefix=""):
         """Drop the cached features of each encoder whose backbone ``state_dict`` changes."""
-        for modality in list(self._caches):
-            backbone = getattr(self, f"{modality}_encoder").backbone
-            key_prefix = f"{prefix}{modality}_encoder.backbone."
+        for key in list(self._caches):
+            backbone = getattr(self, f"{key[0]}_encoder").backbone
+            key_prefix = f"{prefix}{key[0]}_encoder.backbone."
             for name, tensor in backbone.state_dict().items():
                 new = state_dict.get(key_prefix + name)
                 if new is not None and (new.shape != tensor.shape or not torch.equal(new.to(tensor.device), tensor)):
-                    del self._caches[modality]
+                    del self._caches[key]
                     break
 
-    def _cached(self, modality, compute_all):
-        if modality not in self._caches:
-            self._caches[modality] = compute_all()
-        return self._caches[modality]
+    def _backbone(self, modality, ids):
+        """Fresh backbone token states ``[N, T, H]`` of one modality and their mask ``[N, T]``."""
+        if modality == "text":
+            mask = self.text_mask[ids]
+            mask = mask[:, : max(int(mask.sum(dim=1).max()), 1)]
+            return self.text_encoder.backbone_states(self.text_ids[ids, : mask.shape[1]], mask), mask
+        pixels = load_pixels(self.image_paths, ids, self.image_encoder.preprocess).to(ids.device)
+        states = self.image_encoder.backbone_states(pixels)
+        return states, self.has_image[ids].unsqueeze(1).expand(-1, states.shape[1])
 
-    def _chunks(self, desc):
+    @staticmethod
+    def _pool(states, mask):
+        return masked_mean(states, mask), mask.sum(dim=1) > 0
+
+    def _encode_catalogue(self, modality, pooled):
+        """Backbone states of every item, computed once for a frozen backbone."""
         ids = torch.arange(self.n_items, device=next(self.parameters()).device)
-        chunks = ids.split(self.chunk_size)
-        getLogger().info(f"caching frozen {desc} features of {self.n_items} items")
-        return tqdm(chunks, desc=f"cache {desc} features", leave=False)
+        getLogger().info(f"caching frozen {modality} features of {self.n_items} items")
+        states, masks = [], []
+        for chunk in tqdm(ids.split(self.chunk_size), desc=f"cache {modality} features", leave=False):
+            chunk_states, chunk_mask = self._backbone(modality, chunk)
+            if pooled:
+                chunk_states, chunk_mask = self._pool(chunk_states, chunk_mask)
+            elif modality == "text":  # pad every chunk to the full text width
+                pad = self.text_ids.shape[1] - chunk_mask.shape[1]
+                chunk_states = F.pad(chunk_states, (0, 0, 0, pad))
+                chunk_mask = F.pad(chunk_mask, (0, pad))
+            states.append(chunk_states)
+            masks.append(chunk_mask)
+        return torch.cat(states), torch.cat(masks)
 
-    # text
-    def _text_backbone(self, ids, width):
-        return self.text_encoder.backbone_states(self.text_ids[ids, :width], self.text_mask[ids, :width])
-
-    def text_tokens(self, ids):
-        mask = self.text_mask[ids]
-        width = max(int(mask.sum(dim=1).max()), 1)
-        if self.cache_frozen and self.text_encoder.frozen:
-            full = self.text_ids.shape[1]
-            cache = self._cached(
-                "text", lambda: torch.cat([self._text_backbone(c, full) for c in self._chunks("text")])
-            )
-            states = cache[ids, :width]
-        else:
-            states = self._text_backbone(ids, width)
-        return self.text_encoder.proj(states), mask[:, :width]
-
-    # image
-    def _image_backbone(self, ids):
-        pixels = load_pixels(self.image_paths, ids, self.image_encoder.preprocess)
-        return self.image_encoder.backbone_states(pixels.to(ids.device))
-
-    def image_tokens(self, ids):
-        if self.cache_frozen and self.image_encoder.frozen:
-            cache = self._cached(
-                "image", lambda: torch.cat([self._image_backbone(c) for c in self._chunks("image")])
-            )
-            states = cache[ids]
-        else:
-            states = self._image_backbone(ids)
-        mask = self.has_image[ids].unsqueeze(1).expand(-1, states.shape[1])
-        return self.image_encoder.proj(states), mask
+    def modality_states(self, modality, ids, pooled):
+        """Backbone states of one modality: token states ``[N, T, H]`` with their mask, or
+        (``pooled``) their masked mean ``[N, H]`` with a presence mask ``[N]``."""
+        encoder = getattr(self, f"{modality}_encoder")
+        if not (self.cache_frozen and encoder.frozen):
+            states, mask = self._backbone(modality, ids)
+            return self._pool(states, mask) if pooled else (states, mask)
+        key = (modality, pooled)
+        if key not in self._caches:
+            self._caches[key] = self._encode_catalogue(modality, pooled)
+        states, mask = (cached[ids] for cached in self._caches[key])
+        if modality == "text" and not pooled:
+            width = max(int(mask.sum(dim=1).max()), 1)
+            states, mask = states[:, :width], mask[:, :width]
+        return states, mask
 
     def forward(self, ids):
-        text_tokens = text_mask = image_tokens = image_mask = None
-        if self.text_encoder is not None:
-            text_tokens, text_mask = self.text_tokens(ids)
-        if self.image_encoder is not None:
-            image_tokens, image_mask = self.image_tokens(ids)
-        fused = self.fusion(text_tokens, text_mask, image_tokens, image_mask)
+        # a fusion of pooled vectors can pool the backbone states before the (affine)
+        # projection: the same vectors, projected once per item instead of once per token
+        pooled = not self.fusion.needs_tokens
+        vectors, tokens = {}, {}
+        for modality in self.modalities:
+            states, mask = self.modality_states(modality, ids, pooled)
+            projected = getattr(self, f"{modality}_encoder").proj(states)
+            if pooled:
+                vectors[modality] = projected * mask.unsqueeze(-1).to(projected.dtype)
+            else:
+                tokens[modality] = (projected, mask)
+                vectors[modality] = masked_mean(projected, mask)
+        if pooled:
+            fused = self.fusion.combine(vectors.get("text"), vectors.get("image"))
+        else:
+            fused = self.fusion(*tokens["text"], *tokens["image"])
         if len(self.modalities) == 2:
-            return ItemVectors(fused, masked_mean(text_tokens, text_mask), masked_mean(image_tokens, image_mask))
+            return ItemVectors(fused, vectors["text"], vectors["image"])
         return ItemVectors(fused)
