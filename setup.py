@@ -34,7 +34,7 @@ setup(
     python_requires=">=3.10",
     packages=["recbole_pmmrec", "recbole_pmmrec.properties", "dataset_converters"],
     package_dir={"recbole_pmmrec.properties": "properties"},
-    package_data={"recbole_pmmrec.properties": ["model/*.yaml", "dataset/*.yaml", "overlays/*.yaml"]},
+    package_data={"recbole_pmmrec.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml", "overlays/*.yaml"]},
     install_requires=RECBOLE_RUNTIME
     + [
         "torch>=2.2,<=2.14.1",
@@ -57,6 +57,7 @@ setup(
             "pmmrec-demo=recbole_pmmrec.demo:main",
             "pmmrec-convert=dataset_converters.cli:main",
             "pmmrec-benchmark=recbole_pmmrec.benchmark:main",
+            "pmmrec-transfer=recbole_pmmrec.transfer_experiment:main",
         ]
     },
 )

@@ -208,6 +208,7 @@ def run_row(result):
         "epochs": len(epochs),
         "s_per_epoch": sum(epochs) / max(len(epochs), 1),
         "eval_s": result["test_seconds"],
+        "test_rows": result["test_rows"],
         "fit_s": result["fit_seconds"],
         "peak_rss_mb": result["peak_rss_mb"],
         "params_total": result["total_parameters"],

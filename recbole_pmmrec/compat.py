@@ -65,13 +65,13 @@ def check_pandas():
         )
 
 
-def load_checkpoint(path, map_location=None):
+def load_checkpoint(path, map_location=None, mmap=None):
     """Load a RecBole checkpoint (a pickled dict holding the Config).
 
     RecBole checkpoints are pickles of arbitrary objects, so they are loaded with
     ``weights_only=False``: load only checkpoints you or your team wrote.
     """
-    return torch.load(path, map_location=map_location, weights_only=False)
+    return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
 
 
 def _torch_with_trusted_load():

@@ -11,6 +11,7 @@ from recbole.utils import InputType
 
 from recbole_pmmrec.item_encoder import ItemEncoder, ItemVectors
 from recbole_pmmrec.losses import inbatch_softmax_loss, next_item_targets, user_item_mask
+from recbole_pmmrec.transfer import build_manifest, load_components, parse_components
 from recbole_pmmrec.user_encoder import UserEncoder
 
 LOSS_TYPES = ("inbatch", "CE")
@@ -49,6 +50,7 @@ class PMMRec(SequentialRecommender):
     encoder reads the history's item vectors; scores are dot products. With ``loss_type:
     inbatch`` every position is trained against the batch's unique items (logQ-corrected,
     the user's own items masked out as negatives); with ``CE`` against all items.
+    With ``transfer_from``, the components named by ``transfer`` start from a checkpoint.
     """
 
     input_type = InputType.POINTWISE
@@ -77,6 +79,11 @@ class PMMRec(SequentialRecommender):
         self.register_buffer("log_q", (counts / counts.sum()).log(), persistent=False)
         for module in self.new_modules():
             module.apply(self._init_weights)
+        if config["transfer_from"]:
+            load_components(self, config, config["transfer_from"], parse_components(config["transfer"]))
+        # saved in every checkpoint by RecBole's trainer (other_parameter): what a transfer needs
+        self.other_parameter_name = ["transfer_manifest"]
+        self.transfer_manifest = build_manifest(self, config)
         self._all_item_cache = None
 
     def new_modules(self):

@@ -5,6 +5,7 @@ import ``ray`` (RecBole's quick_start module imports it at top level).
 """
 
 import argparse
+import os
 import sys
 import time
 from logging import getLogger
@@ -16,6 +17,8 @@ from recbole.utils import init_logger, init_seed, set_color
 from recbole_pmmrec.compat import load_checkpoint
 from recbole_pmmrec.config import Config
 from recbole_pmmrec.default_dataset import ensure_default_dataset
+from recbole_pmmrec.derived_datasets import merge_sources
+from recbole_pmmrec.evaluation import evaluate_by_source, unseen_target_loader
 from recbole_pmmrec.registry import create_dataset, get_model, get_trainer
 
 
@@ -41,22 +44,42 @@ def _time_train_epochs(trainer):
 
 
 def build_config(model=None, dataset=None, config_file_list=None, config_dict=None):
-    """The merged Config; creates the bundled default dataset on first use."""
+    """The merged Config; creates the bundled default dataset on first use and, with
+    ``source_datasets``, the merged pre-training dataset."""
     config = Config(
         model=model,
         dataset=dataset,
         config_file_list=config_file_list,
         config_dict=config_dict,
     )
+    sources = config["source_datasets"]
+    if sources:
+        root = os.path.dirname(os.path.normpath(config["data_path"]))
+        for source in sources:
+            ensure_default_dataset(source, os.path.join(root, source))
+        merge_sources(root, sources, config["dataset"])
     ensure_default_dataset(config["dataset"], config["data_path"])
     return config
+
+
+def _fit(trainer, config, train_data, valid_data, saved):
+    """Train (``epochs: 0``: evaluate the model as built, e.g. zero-shot from a checkpoint)."""
+    if config["epochs"] == 0:
+        valid_result = trainer.evaluate(valid_data, load_best_model=False, show_progress=config["show_progress"])
+        return valid_result[config["valid_metric"].lower()], valid_result, False
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    return best_valid_score, best_valid_result, saved
 
 
 def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
     """Train, validate and test ``model`` on ``dataset`` (PMMRec or any RecBole model).
 
-    Returns a dict with the best valid score/result, the test result, the saved model
-    file, parameter counts and wall times.
+    Returns a dict with the best valid score/result, the test result (and per source, for
+    a merged dataset), the saved model file, parameter counts and wall times. With
+    ``epochs: 0`` nothing is trained: the model as built (e.g. from ``transfer_from``) is
+    evaluated, zero-shot.
     """
     config = build_config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -80,15 +103,24 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     epoch_seconds = _time_train_epochs(trainer)
     start = time.perf_counter()
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
+    best_valid_score, best_valid_result, trained = _fit(trainer, config, train_data, valid_data, saved)
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
+    n_test_rows = len(test_data._dataset)
+    if config["test_items"] == "unseen":
+        test_data, n_test_rows = unseen_target_loader(train_data._dataset, test_data)
+        logger.info(f"test_items=unseen: {n_test_rows} test rows whose target is not in the training data")
+    elif config["test_items"] not in (None, "all"):
+        raise ValueError(f"test_items must be 'all' or 'unseen', got {config['test_items']!r}")
     test_result = trainer.evaluate(
-        test_data, load_best_model=saved, show_progress=config["show_progress"]
+        test_data, load_best_model=trained, show_progress=config["show_progress"]
     )
     test_seconds = time.perf_counter() - start
+    by_source = {}
+    if config["source_datasets"]:
+        by_source = evaluate_by_source(trainer, dataset, test_data, config["source_datasets"])
+        for source, result in by_source.items():
+            logger.info(set_color(f"test result [{source}]", "yellow") + f": {result}")
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
@@ -99,7 +131,9 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
-        "saved_model_file": trainer.saved_model_file if saved else None,
+        "test_rows": n_test_rows,
+        "test_result_by_source": by_source,
+        "saved_model_file": trainer.saved_model_file if trained else None,
         "total_parameters": total_params,
         "trainable_parameters": trainable_params,
         "fit_seconds": fit_seconds,
@@ -118,6 +152,7 @@ def load_data_and_model(model_file, config_dict=None):
     """
     checkpoint = load_checkpoint(model_file, map_location="cpu")
     config = checkpoint["config"]
+    config["transfer_from"] = None  # the checkpoint holds every weight already
     for key, value in (config_dict or {}).items():
         config[key] = value
     if not torch.cuda.is_available():
@@ -149,4 +184,8 @@ def main(argv=None):
     result = run_recbole(model=args.model, dataset=args.dataset, config_file_list=config_files)
     print(f"best valid: {dict(result['best_valid_result'])}")
     print(f"test result: {dict(result['test_result'])}")
+    for source, source_result in result["test_result_by_source"].items():
+        print(f"test result [{source}]: {dict(source_result)}")
+    if result["saved_model_file"]:
+        print(f"saved model: {result['saved_model_file']}")
     return 0

@@ -17,6 +17,7 @@ def test_wheel_ships_properties_and_uses_them(tmp_path):
     wheel = next(tmp_path.glob("recbole_pmmrec-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in (
+        "recbole_pmmrec/properties/overall.yaml",
         "recbole_pmmrec/properties/model/PMMRec.yaml",
         "recbole_pmmrec/properties/dataset/ml-100k-text.yaml",
         "recbole_pmmrec/properties/overlays/cpu.yaml",
@@ -30,11 +31,11 @@ def test_wheel_ships_properties_and_uses_them(tmp_path):
         "from recbole_pmmrec.config import properties_dir, Config\n"
         "print(properties_dir())\n"
         "c = Config(model='PMMRec', dataset='ml-100k-text')\n"
-        "print(c['fusion'], c['MAX_ITEM_LIST_LENGTH'])\n"
+        "print(c['fusion'], c['MAX_ITEM_LIST_LENGTH'], c['test_items'])\n"
     )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.strip().splitlines()
     assert lines[0] == str(site / "recbole_pmmrec" / "properties")
-    assert lines[1] == "merge_attention 20"
+    assert lines[1] == "merge_attention 20 all"
