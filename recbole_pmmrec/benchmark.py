@@ -47,7 +47,6 @@ SHARED_KEYS = [
     "user_inter_num_interval", "item_inter_num_interval",
 ]
 REFERENCE_MODEL = "SASRec"  # whose resolved config supplies the shared values (sequential defaults)
-TIME_COLUMNS = ["epochs", "s_per_epoch", "eval_s", "fit_s", "peak_rss_mb", "params_total", "params_trainable"]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 CONSOLE_LINES = re.compile(r"epoch \d+ (training|evaluating)|best valid|test result")
 
@@ -208,7 +207,7 @@ def run_row(result):
         "epochs": len(epochs),
         "s_per_epoch": sum(epochs) / max(len(epochs), 1),
         "eval_s": result["test_seconds"],
-        "test_rows": result["test_rows"],
+        "n_test_rows": result["test_rows"],
         "fit_s": result["fit_seconds"],
         "peak_rss_mb": result["peak_rss_mb"],
         "params_total": result["total_parameters"],
@@ -267,13 +266,14 @@ def markdown_table(rows, valid_metric):
     metrics = metric_columns(rows)
     valid_key = f"valid_{valid_metric.lower()}"
     header = ["model", "epochs", "s/epoch", "eval s", "peak MB", "params (trainable / total)",
-              f"valid {valid_metric.lower()}"] + [m[len("test_"):] for m in metrics]
+              f"valid {valid_metric.lower()}", "test rows"] + [m[len("test_"):] for m in metrics]
     failures = any(r["status"] != "ok" for r in rows)
     lines = [header + (["status"] if failures else [])]
     for r in rows:
         params = "-" if "params_total" not in r else f"{r['params_trainable'] / 1e6:.2f}M / {r['params_total'] / 1e6:.2f}M"
         cells = [r["model"], _cell(r, "epochs", ".0f", False), _cell(r, "s_per_epoch", ".1f"), _cell(r, "eval_s", ".1f"),
-                 _cell(r, "peak_rss_mb", ".0f", False), params, _cell(r, valid_key, ".4f")]
+                 _cell(r, "peak_rss_mb", ".0f", False), params, _cell(r, valid_key, ".4f"),
+                 _cell(r, "n_test_rows", ".0f", False)]
         cells += [_cell(r, m, ".4f") for m in metrics]
         lines.append(cells + ([r["status"].replace("|", "/")] if failures else []))
     lines.insert(1, ["---"] * len(lines[0]))

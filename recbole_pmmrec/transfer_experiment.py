@@ -48,22 +48,23 @@ def _run(label, model, dataset, files, config_dict, threads):
 
 
 def transfer_experiment(output="bench_out/transfer", data_path=None, epochs=10, seed=2020, threads=None,
-                        cold_ratio=0.2):
-    """Run the four steps above; returns ``(target rows, cold-start rows)``."""
+                        cold_ratio=0.2, dataset=DEFAULT_DATASET, overlay="cpu", **settings):
+    """Run the four steps above on ``dataset``; PMMRec runs get ``properties/overlays/<overlay>.yaml``,
+    every run gets ``settings``. Returns ``(target rows, cold-start rows)``."""
     start = time.perf_counter()
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     root = _data_root(data_path)
-    ensure_default_dataset(DEFAULT_DATASET, root / DEFAULT_DATASET)
-    sources, target = make_transfer_split(root, DEFAULT_DATASET, n_sources=2, seed=seed)
-    make_cold_start_dataset(root, DEFAULT_DATASET, cold_ratio=cold_ratio, by="time")
-    cpu = [str(properties_dir() / "overlays" / "cpu.yaml")]
-    # the derived datasets take the bundled dataset's settings (filtering, history length)
-    dataset_file = properties_dir() / "dataset" / f"{DEFAULT_DATASET}.yaml"
-    common = {**yaml.safe_load(dataset_file.read_text(encoding="utf-8")),
-              "data_path": str(root) + "/", "epochs": epochs, "seed": seed}
+    ensure_default_dataset(dataset, root / dataset)
+    sources, target = make_transfer_split(root, dataset, n_sources=2, seed=seed)
+    make_cold_start_dataset(root, dataset, cold_ratio=cold_ratio, by="time")
+    overlay_files = [str(properties_dir() / "overlays" / f"{overlay}.yaml")] if overlay else []
+    # the derived datasets take the whole dataset's settings (filtering, history length)
+    dataset_file = properties_dir() / "dataset" / f"{dataset}.yaml"
+    dataset_settings = yaml.safe_load(dataset_file.read_text(encoding="utf-8")) if dataset_file.is_file() else {}
+    common = {**dataset_settings, **settings, "data_path": str(root) + "/", "epochs": epochs, "seed": seed}
 
-    pretrain = _run("PMMRec pre-trained on sources", "PMMRec", ",".join(sources), cpu,
+    pretrain = _run("PMMRec pre-trained on sources", "PMMRec", ",".join(sources), overlay_files,
                     {**DEFAULTS, **common, "checkpoint_dir": str(output / "saved")}, threads)
     checkpoint = pretrain["saved_model_file"]
 
@@ -72,29 +73,30 @@ def transfer_experiment(output="bench_out/transfer", data_path=None, epochs=10, 
     shared_file.write_text(yaml.safe_dump(shared, sort_keys=False), encoding="utf-8")
     variants = [
         ("SASRec (scratch)", "SASRec", [], {"train_neg_sample_args": None}),
-        ("PMMRec (scratch)", "PMMRec", cpu, {}),
-        ("PMMRec (zero-shot)", "PMMRec", cpu, {"transfer_from": checkpoint, "epochs": 0}),
-        ("PMMRec (fine-tuned)", "PMMRec", cpu, {"transfer_from": checkpoint}),
+        ("PMMRec (scratch)", "PMMRec", overlay_files, {}),
+        ("PMMRec (zero-shot)", "PMMRec", overlay_files, {"transfer_from": checkpoint, "epochs": 0}),
+        ("PMMRec (fine-tuned)", "PMMRec", overlay_files, {"transfer_from": checkpoint}),
     ]
     rows = [_run(label, model, target, files + [str(shared_file)], {"seed": seed, **extra}, threads)
             for label, model, files, extra in variants]
     write_csv(output / "target.csv", [pretrain] + rows)
 
-    cold_rows = benchmark(f"{DEFAULT_DATASET}-cold", ["PMMRec[cpu]", "SASRec"], seeds=[seed],
+    pmmrec = f"PMMRec[{overlay}]" if overlay else "PMMRec"
+    cold_rows = benchmark(f"{dataset}-cold", [pmmrec, "SASRec"], seeds=[seed],
                           output=output / "cold_start", threads=threads, test_items="unseen", **common)
+    metric = shared["valid_metric"].lower()
     source_lines = "\n".join(
-        f"- test on `{s}` alone (its own items ranked): ndcg@10 {r['ndcg@10']:.4f}, hit@10 {r['hit@10']:.4f}"
-        for s, r in pretrain["by_source"].items()
+        f"- test on `{s}` alone (its own items ranked): {metric} {r[metric]:.4f}" for s, r in pretrain["by_source"].items()
     )
     report = (
-        f"# Transfer on {DEFAULT_DATASET}\n\n"
+        f"# Transfer on {dataset}\n\n"
         f"Sources {sources} (pre-training, mixed in one run), target `{target}` (no shared user or item).\n"
         f"Pre-training: {pretrain['epochs']} epochs, {pretrain['s_per_epoch']:.1f} s/epoch, "
-        f"test ndcg@10 {pretrain['test_ndcg@10']:.4f} on the merged sources.\n{source_lines}\n\n"
+        f"test {metric} {pretrain['test_' + metric]:.4f} on the merged sources.\n{source_lines}\n\n"
         f"## Target `{target}`\n\n{markdown_table(rows, shared['valid_metric'])}\n\n"
-        f"## Cold-start items (`{DEFAULT_DATASET}-cold`, test targets never seen in training)\n\n"
+        f"## Cold-start items (`{dataset}-cold`, test targets never seen in training)\n\n"
         f"The newest {cold_ratio:.0%} of items (by first interaction) occur only as users' last interaction; "
-        f"{int(cold_rows[0].get('test_rows', 0))} test rows have such a target.\n\n"
+        f"{int(cold_rows[0].get('n_test_rows', 0))} test rows have such a target.\n\n"
         f"{markdown_table(cold_rows, shared['valid_metric'])}\n\n"
         f"Commands: target.csv and cold_start/runs.csv. Total {time.perf_counter() - start:.0f} s.\n"
     )

@@ -12,6 +12,7 @@ from recbole_pmmrec.evaluation import ranking_only, unseen_target_loader
 from recbole_pmmrec.quick_start import build_config, run_recbole
 from recbole_pmmrec.registry import create_dataset, get_model
 from recbole_pmmrec.transfer import COMPONENTS, TransferError
+from recbole_pmmrec.transfer_experiment import transfer_experiment
 from tests.conftest import tiny_config, write_tiny_bert, write_tiny_dataset
 
 FAST = {"epochs": 2, "nid_weight": 0.0, "rcl_weight": 0.0}
@@ -207,3 +208,21 @@ def test_transfer_split_shares_no_user_and_no_item(tmp_path):
     assert not source_users & set(frames[target]["user_id"])
     assert not source_items & set(frames[target]["item_id"])
     assert all(len(f) > 0 for f in frames.values())
+
+
+def test_transfer_experiment_script_on_tiny_data(tmp_path, tiny_bert):
+    write_tiny_dataset(tmp_path, name="whole", n_users=90, seed=9, with_images=False)
+    tiny = {"item_modalities": ["text"], "text_encoder": str(tiny_bert), "text_trainable_layers": 0,
+            "hidden_size": 32, "inner_size": 64, "n_heads": 2, "MAX_ITEM_LIST_LENGTH": 10,
+            "user_inter_num_interval": "[3,inf)", "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+            "nid_weight": 0.0, "rcl_weight": 0.0, "train_batch_size": 16, "learning_rate": 3e-3,
+            "topk": [5], "valid_metric": "NDCG@5"}
+    rows, cold_rows = transfer_experiment(output=tmp_path / "out", data_path=str(tmp_path), epochs=1, threads=1,
+                                          dataset="whole", overlay=None, **tiny)
+    assert [r["model"] for r in rows] == [
+        "SASRec (scratch)", "PMMRec (scratch)", "PMMRec (zero-shot)", "PMMRec (fine-tuned)"]
+    assert all(r["status"] == "ok" for r in rows + cold_rows)
+    assert rows[2]["epochs"] == 0 and rows[3]["epochs"] == 1
+    assert cold_rows[0]["n_test_rows"] == cold_rows[1]["n_test_rows"] > 0
+    report = (tmp_path / "out" / "transfer.md").read_text()
+    assert "PMMRec (fine-tuned)" in report and "whole-cold" in report and "test on `whole-src1` alone" in report
