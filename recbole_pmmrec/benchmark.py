@@ -215,6 +215,7 @@ def run_row(result):
     }
     row.update({f"valid_{k}": v for k, v in result["best_valid_result"].items()})
     row.update({f"test_{k}": v for k, v in result["test_result"].items()})
+    row.update({f"test_{k}_among_unseen": v for k, v in (result.get("test_result_among_unseen") or {}).items()})
     row.update(log_file=result["log_file"], saved_model_file=result["saved_model_file"] or "")
     return row
 

@@ -1,7 +1,8 @@
 """Evaluation views built on RecBole's own loaders and evaluator (any sequential model).
 
 - :func:`unseen_target_loader`: only the test rows whose target item never occurs in the
-  training data (cold-start items),
+  training data (cold-start items); with :func:`ranking_only` and :func:`unseen_items`,
+  those rows can also be ranked among the unseen items alone,
 - :func:`evaluate_by_source`: the test result of each source of a merged dataset, ranking
   only that source's items.
 """
@@ -21,22 +22,25 @@ def subset_loader(loader, keep):
     return type(loader)(loader.config, subset, loader._sampler, shuffle=False)
 
 
-def training_items(train_dataset):
-    """Ids of every item in the training rows (targets and histories)."""
+def unseen_items(train_dataset):
+    """``[n_items]`` bool: True for each item that occurs nowhere in the training rows
+    (neither as a target nor in a history); padding id 0 is False."""
     inter = train_dataset.inter_feat
     items = [inter[train_dataset.iid_field]]
     list_field = getattr(train_dataset, "item_id_list_field", None)
     if list_field in inter.interaction:
-        seq = inter[list_field]
-        items.append(seq[seq > 0])
-    return torch.unique(torch.cat(items))
+        items.append(inter[list_field].flatten())
+    unseen = torch.ones(train_dataset.item_num, dtype=torch.bool)
+    unseen[torch.cat(items)] = False
+    unseen[0] = False
+    return unseen
 
 
 def unseen_target_loader(train_dataset, loader):
     """``loader`` restricted to rows whose target item is not in ``train_dataset``; also
     returns how many rows that leaves."""
     targets = loader._dataset.inter_feat[loader._dataset.iid_field]
-    keep = ~torch.isin(targets, training_items(train_dataset))
+    keep = unseen_items(train_dataset)[targets]
     if not keep.any():
         raise ValueError(
             "test_items=unseen: every test target occurs in the training data; build a cold-start "

@@ -82,11 +82,13 @@ def nicl_loss(text, image, anchor, following, same_user, temperature):
 NOISE_CLEAN, NOISE_SHUFFLED, NOISE_REPLACED = 0, 1, 2
 
 
-def corrupt_sequences(item_seq, item_seq_len, n_items, shuffle_ratio, replace_ratio, binary=False):
+def corrupt_sequences(item_seq, item_seq_len, replacements, shuffle_ratio, replace_ratio, binary=False):
     """A corrupted copy of each history for noised item detection (NID).
 
     A random contiguous span of ``shuffle_ratio`` of each history is shuffled, then each
-    real position is replaced by a random catalogue item with probability ``replace_ratio``.
+    real position is replaced with probability ``replace_ratio`` by an item drawn uniformly
+    from ``replacements`` (a 1-d tensor of item ids: the training items, so that items held
+    out for cold-start evaluation are never seen in training, not even as noise).
     Returns ``(noisy_seq, labels)``, labels per position: 0 clean, 1 shuffled (its item
     moved), 2 replaced (1 for both with ``binary``), -1 padding.
     """
@@ -107,7 +109,8 @@ def corrupt_sequences(item_seq, item_seq_len, n_items, shuffle_ratio, replace_ra
         noisy = item_seq.gather(1, keys.argsort(dim=1))
     if replace_ratio > 0:
         replaced = real & (torch.rand(batch, length, device=device) < replace_ratio)
-        noisy = torch.where(replaced, torch.randint(1, n_items, (batch, length), device=device), noisy)
+        drawn = replacements.to(device)[torch.randint(len(replacements), (batch, length), device=device)]
+        noisy = torch.where(replaced, drawn, noisy)
     changed = noisy != item_seq
     labels = torch.where(real, NOISE_CLEAN, -1)
     labels = torch.where(shuffled & ~replaced & changed, NOISE_SHUFFLED, labels)

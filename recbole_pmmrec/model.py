@@ -75,7 +75,9 @@ class PMMRec(SequentialRecommender):
             if config["nid_classes"] not in (2, 3):
                 raise ValueError(f"nid_classes must be 2 or 3, got {config['nid_classes']}")
             self.nid_head = nn.Linear(config["hidden_size"], config["nid_classes"])
-        counts = dataset.item_train_counts.clamp(min=1.0)
+        counts = dataset.item_train_counts
+        self.register_buffer("train_items", torch.nonzero(counts > 0).squeeze(1), persistent=False)
+        counts = counts.clamp(min=1.0)
         self.register_buffer("log_q", (counts / counts.sum()).log(), persistent=False)
         for module in self.new_modules():
             module.apply(self._init_weights)

@@ -18,7 +18,7 @@ from recbole_pmmrec.compat import load_checkpoint
 from recbole_pmmrec.config import Config
 from recbole_pmmrec.default_dataset import ensure_default_dataset
 from recbole_pmmrec.derived_datasets import merge_sources
-from recbole_pmmrec.evaluation import evaluate_by_source, unseen_target_loader
+from recbole_pmmrec.evaluation import evaluate_by_source, ranking_only, unseen_items, unseen_target_loader
 from recbole_pmmrec.registry import create_dataset, get_model, get_trainer
 
 
@@ -76,8 +76,9 @@ def _fit(trainer, config, train_data, valid_data, saved):
 def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
     """Train, validate and test ``model`` on ``dataset`` (PMMRec or any RecBole model).
 
-    Returns a dict with the best valid score/result, the test result (and per source, for
-    a merged dataset), the saved model file, parameter counts and wall times. With
+    Returns a dict with the best valid score/result, the test result (per source too, for
+    a merged dataset; among unseen items too, with ``test_items: unseen``), the saved model
+    file, parameter counts and wall times. With
     ``epochs: 0`` nothing is trained: the model as built (e.g. from ``transfer_from``) is
     evaluated, zero-shot.
     """
@@ -116,6 +117,11 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         test_data, load_best_model=trained, show_progress=config["show_progress"]
     )
     test_seconds = time.perf_counter() - start
+    among_unseen = {}
+    if config["test_items"] == "unseen":
+        with ranking_only(trainer.model, unseen_items(train_data._dataset)):
+            among_unseen = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+        logger.info(set_color("test result, ranking unseen items only", "yellow") + f": {among_unseen}")
     by_source = {}
     if config["source_datasets"]:
         by_source = evaluate_by_source(trainer, dataset, test_data, config["source_datasets"])
@@ -132,6 +138,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "test_rows": n_test_rows,
+        "test_result_among_unseen": among_unseen,
         "test_result_by_source": by_source,
         "saved_model_file": trainer.saved_model_file if trained else None,
         "total_parameters": total_params,

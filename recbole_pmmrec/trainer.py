@@ -39,7 +39,7 @@ class PMMRecTrainer(Trainer):
         if self.weights["nid"] or self.weights["rcl"]:
             self.corrupt = partial(
                 corrupt_sequences,
-                n_items=model.n_items,
+                replacements=model.train_items,
                 shuffle_ratio=config["nid_shuffle_ratio"],
                 replace_ratio=config["nid_replace_ratio"],
                 binary=config["nid_classes"] == 2,

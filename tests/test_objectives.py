@@ -39,7 +39,7 @@ def test_corruption_labels_match_what_changed():
     seq = torch.arange(1, 41).reshape(4, 10)
     seq[3, 6:] = 0
     lengths = torch.tensor([10, 10, 10, 6])
-    noisy, labels = corrupt_sequences(seq, lengths, n_items=1000, shuffle_ratio=0.3, replace_ratio=0.2)
+    noisy, labels = corrupt_sequences(seq, lengths, torch.arange(1, 1000), shuffle_ratio=0.3, replace_ratio=0.2)
     assert (labels[3, 6:] == -1).all() and (noisy[3, 6:] == 0).all()
     real = labels >= 0
     assert ((noisy != seq) == (real & (labels != NOISE_CLEAN))).all()
@@ -49,8 +49,11 @@ def test_corruption_labels_match_what_changed():
             if labels[row, t] == NOISE_SHUFFLED:
                 assert noisy[row, t] in seq[row, : lengths[row]]
     assert (labels == NOISE_SHUFFLED).any() and (labels == NOISE_REPLACED).any()
-    _, binary = corrupt_sequences(seq, lengths, 1000, 0.3, 0.2, binary=True)
+    _, binary = corrupt_sequences(seq, lengths, torch.arange(1, 1000), 0.3, 0.2, binary=True)
     assert set(binary.unique().tolist()) <= {-1, 0, 1}
+    # replacements come only from the given items (the training items: cold items stay unseen)
+    noisy, labels = corrupt_sequences(seq, lengths, torch.tensor([500, 501]), 0.0, 0.5)
+    assert (labels == NOISE_REPLACED).any() and set(noisy[labels == NOISE_REPLACED].tolist()) <= {500, 501}
 
 
 def test_losses_are_finite_and_positive():

@@ -196,6 +196,10 @@ def test_unseen_test_items_with_pmmrec_and_sasrec(tmp_path, make_config):
         results[model] = run_recbole(model=model, dataset="warm-cold",
                                      config_dict=make_config(tmp_path, test_items="unseen", **FAST, **overrides))
     assert results["PMMRec"]["test_rows"] == results["SASRec"]["test_rows"] == n_rows
+    for result in results.values():
+        # fewer candidates, the same targets: ranking among the unseen items can only help
+        among_unseen, among_all = result["test_result_among_unseen"], result["test_result"]
+        assert among_unseen["hit@5"] >= among_all["hit@5"] and among_unseen["mrr@5"] >= among_all["mrr@5"]
     assert 0.0 <= results["SASRec"]["test_result"]["ndcg@5"] <= 1.0
 
 
