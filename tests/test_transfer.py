@@ -1,13 +1,16 @@
 """Transfer: multi-source pre-training, component-subset loading, single-modality targets,
 zero-shot evaluation and cold-start splits, on tiny generated datasets."""
 
+import json
+import time
+
 import pandas as pd
 import pytest
 import torch
 from recbole.data import data_preparation
 
 from recbole_pmmrec.compat import load_checkpoint
-from recbole_pmmrec.derived_datasets import make_cold_start_dataset, make_transfer_split, read_inter
+from recbole_pmmrec.derived_datasets import make_cold_start_dataset, make_transfer_split, merge_sources, read_inter
 from recbole_pmmrec.evaluation import ranking_only, unseen_target_loader
 from recbole_pmmrec.quick_start import build_config, run_recbole
 from recbole_pmmrec.registry import create_dataset, get_model
@@ -230,3 +233,23 @@ def test_transfer_experiment_script_on_tiny_data(tmp_path, tiny_bert):
     assert cold_rows[0]["n_test_rows"] == cold_rows[1]["n_test_rows"] > 0
     report = (tmp_path / "out" / "transfer.md").read_text()
     assert "PMMRec (fine-tuned)" in report and "whole-cold" in report and "test on `whole-src1` alone" in report
+
+
+def test_merged_dataset_is_rebuilt_only_when_a_source_changes(tmp_path):
+    write_tiny_dataset(tmp_path, name="a", n_users=5, seed=1, with_images=False)
+    write_tiny_dataset(tmp_path, name="b", n_users=5, seed=2)
+    folder = merge_sources(tmp_path, ["a", "b"], "a+b")
+    content = [json.loads(line) for line in (folder / "a+b.content.jsonl").read_text().splitlines()]
+    images = [row["image"] for row in content if "image" in row]
+    assert images and all(row["item_id"].startswith("b|") for row in content if "image" in row)
+    assert all((folder / image).is_file() for image in images)  # rebased onto the sources' folders
+    stamp = (folder / "a+b.inter").stat().st_mtime_ns
+    merge_sources(tmp_path, ["a", "b"], "a+b")
+    assert (folder / "a+b.inter").stat().st_mtime_ns == stamp
+    time.sleep(0.01)
+    write_tiny_dataset(tmp_path, name="b", n_users=7, seed=2)
+    merge_sources(tmp_path, ["a", "b"], "a+b")
+    inter, _ = read_inter(folder / "a+b.inter")
+    assert inter["user_id"].nunique() == 12
+    with pytest.raises(ValueError, match="at least two distinct datasets"):
+        merge_sources(tmp_path, ["a", "a"], "a+a")
