@@ -6,7 +6,7 @@ from pathlib import Path
 from recbole.config import Config as RecBoleConfig
 
 from recbole_pmmrec.registry import get_model, plugin_models
-from recbole_pmmrec.transfer import inherited_settings
+from recbole_pmmrec.transfer import inherited_settings, name_list
 
 
 def properties_dir():
@@ -16,11 +16,6 @@ def properties_dir():
         if (candidate / "model").is_dir():
             return candidate
     raise FileNotFoundError(f"recbole_pmmrec's properties/ folder was not found near {here}")
-
-
-def _names(text):
-    """``"a,b"`` or ``"[a, 'b']"`` -> ``["a", "b"]``."""
-    return [n.strip(" '\"") for n in text.strip("[] ").split(",") if n.strip(" '\"")]
 
 
 class Config(RecBoleConfig):
@@ -39,7 +34,7 @@ class Config(RecBoleConfig):
         super()._merge_external_config_dict()
         sources = self.external_config_dict.get("source_datasets")
         if isinstance(sources, str):  # "a,b" or "[a,b]" from the command line
-            self.external_config_dict["source_datasets"] = _names(sources)
+            self.external_config_dict["source_datasets"] = name_list(sources)
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -56,8 +51,8 @@ class Config(RecBoleConfig):
                     "the dataset must be given: --dataset=NAME, a config file, or config_dict"
                 )
         if isinstance(dataset, str) and "," in dataset:
-            self.external_config_dict["source_datasets"] = _names(dataset)
-            dataset = "+".join(_names(dataset))
+            self.external_config_dict["source_datasets"] = name_list(dataset)
+            dataset = "+".join(name_list(dataset))
         if isinstance(model, str):
             return model, get_model(model), dataset
         return model.__name__, model, dataset

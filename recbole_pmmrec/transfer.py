@@ -92,11 +92,18 @@ def inherited_settings(path):
     return dict(read_checkpoint(path)[1]["architecture"])
 
 
+def name_list(value):
+    """A list of names from a list, or from the command line's ``"a,b"`` / ``"[a, 'b']"``."""
+    if not isinstance(value, str):
+        return list(value)
+    return [n.strip(" '\"") for n in value.strip("[] ").split(",") if n.strip(" '\"")]
+
+
 def parse_components(value):
     """``transfer`` as a list of component names (``all`` or ``None`` = every component)."""
-    if value is None or value == "all" or value == ["all"]:
+    names = None if value is None else name_list(value)
+    if names is None or names == ["all"]:
         return None
-    names = [value] if isinstance(value, str) else list(value)
     unknown = [n for n in names if n not in COMPONENTS]
     if unknown:
         raise TransferError(f"transfer: unknown component(s) {unknown}; choose from {list(COMPONENTS)} or all")

@@ -2,19 +2,21 @@
 zero-shot evaluation and cold-start splits, on tiny generated datasets."""
 
 import json
+import sys
 import time
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 from recbole.data import data_preparation
 
 from recbole_pmmrec.compat import load_checkpoint
 from recbole_pmmrec.derived_datasets import make_cold_start_dataset, make_transfer_split, merge_sources, read_inter
 from recbole_pmmrec.evaluation import ranking_only, unseen_target_loader
-from recbole_pmmrec.quick_start import build_config, run_recbole
+from recbole_pmmrec.quick_start import build_config, main, run_recbole
 from recbole_pmmrec.registry import create_dataset, get_model
-from recbole_pmmrec.transfer import COMPONENTS, TransferError
+from recbole_pmmrec.transfer import COMPONENTS, TransferError, parse_components
 from recbole_pmmrec.transfer_experiment import transfer_experiment
 from tests.conftest import tiny_config, write_tiny_bert, write_tiny_dataset
 
@@ -253,3 +255,18 @@ def test_merged_dataset_is_rebuilt_only_when_a_source_changes(tmp_path):
     assert inter["user_id"].nunique() == 12
     with pytest.raises(ValueError, match="at least two distinct datasets"):
         merge_sources(tmp_path, ["a", "a"], "a+a")
+
+
+def test_command_line_transfer_subset_and_zero_shot(pretrained, tiny_bert, tiny_clip, tmp_path, monkeypatch, capsys):
+    root, result = pretrained
+    write_tiny_dataset(root, name="zs", seed=5)
+    config_file = tmp_path / "target.yaml"
+    config_file.write_text(yaml.safe_dump(target_config(root, tiny_bert, tiny_clip, tmp_path)), encoding="utf-8")
+    argv = ["--model=PMMRec", "--dataset=zs", f"--config_files={config_file}",
+            f"--transfer_from={result['saved_model_file']}", "--transfer=[text_encoder,user_encoder]", "--epochs=0"]
+    monkeypatch.setattr(sys, "argv", ["run_recbole", *argv])
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "test result: {'hit@5'" in out and "saved model" not in out
+    assert parse_components("[text_encoder,user_encoder]") == parse_components(["text_encoder", "user_encoder"])
+    assert parse_components("all") is None and parse_components("fusion") == ["fusion"]
