@@ -83,11 +83,16 @@ def _content_rows(source_folder, content, tokens, target_folder, prefix=""):
     return rows
 
 
-def _time_sorted(frame):
-    if "timestamp" not in frame.columns:
-        return frame
-    order = frame.assign(_t=frame["timestamp"].astype(float)).sort_values(["user_id", "_t"], kind="stable")
-    return order.drop(columns="_t")
+def _sort_by_time(frame, path, require_time=False):
+    """``frame`` with a ``_t`` column (its timestamp, else the file order), sorted by user
+    then ``_t``."""
+    if "timestamp" in frame.columns:
+        order = frame["timestamp"].astype(float)
+    elif require_time:
+        raise ContentError(f"{path}, line 1: ordering by time needs a timestamp field (has {list(frame.columns)})")
+    else:
+        order = range(len(frame))
+    return frame.assign(_t=order).sort_values(["user_id", "_t"], kind="stable")
 
 
 def source_of(token):
@@ -127,7 +132,7 @@ def merge_sources(root, sources, name):
         getLogger().info(f"source {source}: {len(frame)} interactions, {len(items)} items")
     merged = pd.concat([f[list(headers)] for f in frames], ignore_index=True)
     write_content(content_path, content_rows)
-    write_inter(inter_path, _time_sorted(merged), headers)
+    write_inter(inter_path, _sort_by_time(merged, inter_path).drop(columns="_t"), headers)
     getLogger().info(f"merged {sources} into {folder}: {len(merged)} interactions")
     return folder
 
@@ -146,8 +151,9 @@ def make_cold_start_dataset(root, dataset, name=None, cold_ratio=0.2, by="time",
     """
     name = name or f"{dataset}-cold"
     source_folder, inter_path, content_path = _dataset_files(root, dataset)
-    frame, headers = _read_time_sorted(inter_path, by)
-    items = frame["item_id"].drop_duplicates()  # in order of first appearance when by time
+    frame, headers = read_inter(inter_path)
+    frame = _sort_by_time(frame, inter_path, require_time=by == "time")
+    items = frame["item_id"].unique()
     n_cold = max(1, round(cold_ratio * len(items)))
     if by == "time":
         first_seen = frame.groupby("item_id", sort=False)["_t"].min().sort_values(kind="stable")
@@ -173,17 +179,6 @@ def make_cold_start_dataset(root, dataset, name=None, cold_ratio=0.2, by="time",
         f"{len(kept)} of {len(frame)} interactions kept"
     )
     return cold
-
-
-def _read_time_sorted(path, by="time"):
-    frame, headers = read_inter(path)
-    if "timestamp" not in frame.columns:
-        if by == "time":
-            raise ContentError(f"{path}, line 1: by='time' needs a timestamp field (has {list(headers)})")
-        frame["_t"] = range(len(frame))  # file order
-    else:
-        frame["_t"] = frame["timestamp"].astype(float)
-    return frame.sort_values(["user_id", "_t"], kind="stable"), headers
 
 
 def make_transfer_split(root, dataset, n_sources=2, seed=2024):
