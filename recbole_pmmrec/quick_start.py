@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 import time
+import uuid
 from logging import getLogger
 
 import torch
@@ -41,6 +42,17 @@ def _time_train_epochs(trainer):
 
     trainer._train_epoch = timed
     return seconds
+
+
+def build_trainer(config, model):
+    """The model's trainer (plugin-first). RecBole names the checkpoint by model and start
+    second only, so two runs started in the same second in one ``checkpoint_dir`` would
+    overwrite each other's file (and, for PMMRec, whose shapes do not depend on the
+    dataset, load the other run's weights silently): a random suffix keeps them apart."""
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    stem, ext = os.path.splitext(trainer.saved_model_file)
+    trainer.saved_model_file = f"{stem}-{uuid.uuid4().hex[:6]}{ext}"
+    return trainer
 
 
 def build_config(model=None, dataset=None, config_file_list=None, config_dict=None):
@@ -101,7 +113,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         set_color("parameters", "blue") + f": {total_params} total, {trainable_params} trainable"
     )
 
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = build_trainer(config, model)
     epoch_seconds = _time_train_epochs(trainer)
     start = time.perf_counter()
     best_valid_score, best_valid_result, trained = _fit(trainer, config, train_data, valid_data, saved)

@@ -65,7 +65,7 @@ def transfer_experiment(output="bench_out/transfer", data_path=None, epochs=10, 
     common = {**dataset_settings, **settings, "data_path": str(root) + "/", "epochs": epochs, "seed": seed}
 
     pretrain = _run("PMMRec pre-trained on sources", "PMMRec", ",".join(sources), overlay_files,
-                    {**DEFAULTS, **common, "checkpoint_dir": str(output / "saved")}, threads)
+                    {**DEFAULTS, **common}, threads)
     checkpoint = pretrain["saved_model_file"]
 
     shared = resolve_shared(target, [], {k: v for k, v in common.items() if k != "seed"})

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from recbole.data import data_preparation
 
 from recbole_pmmrec import load_data_and_model, run_recbole
+from recbole_pmmrec.quick_start import build_config, build_trainer
+from recbole_pmmrec.registry import create_dataset, get_model
 
 METRICS = {"hit@5", "ndcg@5", "mrr@5"}
 
@@ -78,3 +81,12 @@ def test_cli_runs_pmmrec_with_config_files_and_overrides(tiny_data, make_config,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "test result:" in out.stdout and "ndcg@5" in out.stdout
+
+
+def test_runs_started_in_the_same_second_get_distinct_checkpoints(tiny_data, make_config):
+    config = build_config("PMMRec", "tiny", config_dict=make_config(tiny_data))
+    dataset = create_dataset(config)
+    train_data, _, _ = data_preparation(config, dataset)
+    model = get_model("PMMRec")(config, train_data._dataset)
+    files = {build_trainer(config, model).saved_model_file for _ in range(3)}
+    assert len(files) == 3 and all(Path(f).name.startswith("PMMRec-") for f in files)
