@@ -62,7 +62,8 @@ def transfer_experiment(output="bench_out/transfer", data_path=None, epochs=10, 
     # the derived datasets take the whole dataset's settings (filtering, history length)
     dataset_file = properties_dir() / "dataset" / f"{dataset}.yaml"
     dataset_settings = yaml.safe_load(dataset_file.read_text(encoding="utf-8")) if dataset_file.is_file() else {}
-    common = {**dataset_settings, **settings, "data_path": str(root) + "/", "epochs": epochs, "seed": seed}
+    common = {**dataset_settings, **settings, "data_path": str(root) + "/", "epochs": epochs, "seed": seed,
+              "checkpoint_dir": str(output / "saved")}
 
     pretrain = _run("PMMRec pre-trained on sources", "PMMRec", ",".join(sources), overlay_files,
                     {**DEFAULTS, **common}, threads)
