@@ -9,10 +9,13 @@
    (:func:`~recbole_pmmrec.derived_datasets.make_cold_start_dataset`); PMMRec beside SASRec
    on those test rows (``test_items: unseen``).
 
-Every run is a ``run_recbole`` in its own process; tables go to ``<output>/transfer.md``.
+Every run is a ``run_recbole`` in its own process. Each seed (which also draws the split)
+writes ``<output>/seed_<seed>/transfer.md``; ``<output>/transfer.md`` gives mean ± std over
+the seeds.
 """
 
 import argparse
+import csv
 import sys
 import time
 from pathlib import Path
@@ -21,7 +24,7 @@ import yaml
 
 from recbole_pmmrec.benchmark import (
     DEFAULTS, _plain_argv, benchmark, command_line, markdown_table, resolve_shared, run_isolated, run_row,
-    write_csv,
+    summarize, write_csv,
 )
 from recbole_pmmrec.config import Config, properties_dir
 from recbole_pmmrec.default_dataset import DEFAULT_DATASET, ensure_default_dataset
@@ -106,17 +109,64 @@ def transfer_experiment(output="bench_out/transfer", data_path=None, epochs=10, 
     return rows, cold_rows
 
 
+def _read_csv(path):
+    def value(text):
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def transfer_experiments(seeds, output="bench_out/transfer", valid_metric=DEFAULTS["valid_metric"], **kwargs):
+    """:func:`transfer_experiment` once per seed into ``<output>/seed_<seed>`` (a seed whose
+    report exists is not run again), then the mean ± std over seeds of every row into
+    ``<output>/transfer.md``. Returns that report."""
+    output = Path(output)
+    tables = {}
+    for seed in seeds:
+        folder = output / f"seed_{seed}"
+        if not (folder / "transfer.md").is_file():
+            transfer_experiment(output=folder, seed=seed, **kwargs)
+        tables[seed] = (_read_csv(folder / "target.csv"), _read_csv(folder / "cold_start" / "benchmark.csv"))
+
+    def over_seeds(index):
+        labels = [row["model"] for row in tables[seeds[0]][index]]
+        return [
+            summarize(label, [{**tables[seed][index][i], "seed": seed} for seed in seeds])
+            for i, label in enumerate(labels)
+        ]
+
+    target_rows, cold_rows = over_seeds(0), over_seeds(1)
+    seed_text = ", ".join(map(str, seeds))
+    report = (
+        f"# Transfer: mean ± std over seeds {seed_text}\n\n"
+        f"Each seed draws its own split (users and items) and initialisation; per-seed reports in "
+        f"seed_<seed>/transfer.md.\n\n"
+        f"## Pre-training on the sources (test on the merged sources)\n\n{markdown_table(target_rows[:1], valid_metric)}\n\n"
+        f"## Target (no user and no item shared with the sources)\n\n{markdown_table(target_rows[1:], valid_metric)}\n\n"
+        f"## Cold-start items (test targets never seen in training)\n\n{markdown_table(cold_rows, valid_metric)}\n"
+    )
+    (output / "transfer.md").write_text(report, encoding="utf-8")
+    print("\n" + report)
+    return report
+
+
 def main(argv=None):
-    """``pmmrec-transfer [--epochs=10] [--output=bench_out/transfer] [--threads=N]``"""
+    """``pmmrec-transfer [--seeds=2020,2021,2022] [--epochs=10] [--output=bench_out/transfer] [--threads=N]``"""
     parser = argparse.ArgumentParser(prog="pmmrec-transfer", description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="bench_out/transfer")
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--seeds", default="2020,2021,2022", help="comma-separated; each draws its own split")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
     parser.add_argument("--cold_ratio", type=float, default=0.2, help="share of items made cold")
     args = parser.parse_args(argv)
-    transfer_experiment(args.output, args.data_path, args.epochs, args.seed, args.threads, args.cold_ratio)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    transfer_experiments(seeds, args.output, data_path=args.data_path, epochs=args.epochs, threads=args.threads,
+                         cold_ratio=args.cold_ratio)
     return 0
 
 

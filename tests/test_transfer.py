@@ -17,7 +17,7 @@ from recbole_pmmrec.evaluation import ranking_only, unseen_target_loader
 from recbole_pmmrec.quick_start import build_config, main, run_recbole
 from recbole_pmmrec.registry import create_dataset, get_model
 from recbole_pmmrec.transfer import COMPONENTS, TransferError, parse_components
-from recbole_pmmrec.transfer_experiment import transfer_experiment
+from recbole_pmmrec.transfer_experiment import transfer_experiment, transfer_experiments
 from tests.conftest import tiny_config, write_tiny_bert, write_tiny_dataset
 
 FAST = {"epochs": 2, "nid_weight": 0.0, "rcl_weight": 0.0}
@@ -226,15 +226,18 @@ def test_transfer_experiment_script_on_tiny_data(tmp_path, tiny_bert):
             "user_inter_num_interval": "[3,inf)", "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
             "nid_weight": 0.0, "rcl_weight": 0.0, "train_batch_size": 16, "learning_rate": 3e-3,
             "topk": [5], "valid_metric": "NDCG@5"}
-    rows, cold_rows = transfer_experiment(output=tmp_path / "out", data_path=str(tmp_path), epochs=1, threads=1,
-                                          dataset="whole", overlay=None, **tiny)
+    rows, cold_rows = transfer_experiment(output=tmp_path / "out" / "seed_2020", data_path=str(tmp_path), epochs=1,
+                                          threads=1, dataset="whole", overlay=None, **tiny)
     assert [r["model"] for r in rows] == [
         "SASRec (scratch)", "PMMRec (scratch)", "PMMRec (zero-shot)", "PMMRec (fine-tuned)"]
     assert all(r["status"] == "ok" for r in rows + cold_rows)
     assert rows[2]["epochs"] == 0 and rows[3]["epochs"] == 1
     assert cold_rows[0]["n_test_rows"] == cold_rows[1]["n_test_rows"] > 0
-    report = (tmp_path / "out" / "transfer.md").read_text()
+    report = (tmp_path / "out" / "seed_2020" / "transfer.md").read_text()
     assert "PMMRec (fine-tuned)" in report and "whole-cold" in report and "test on `whole-src1` alone" in report
+    # the seeds' summary reuses a seed that has its report instead of running it again
+    summary = transfer_experiments([2020], output=tmp_path / "out", valid_metric="NDCG@5")
+    assert "| PMMRec (zero-shot) | 0 |" in summary and "| SASRec |" in summary
 
 
 def test_merged_dataset_is_rebuilt_only_when_a_source_changes(tmp_path):
