@@ -7,31 +7,23 @@
 - :func:`make_transfer_split`: the README's worked example: disjoint user groups, two
   disjoint halves of the catalogue, source datasets on one half and a target on the other.
 
-Every writer goes through a temporary file renamed into place, so an interrupted run
-never leaves a half-written dataset under the final name.
+Files are written like the converters write them (:mod:`dataset_converters.atomic`): through
+a temporary file renamed into place, so an interrupted run never leaves a half-written
+dataset under the final name.
 """
 
-import json
 import os
 import random
-from contextlib import contextmanager
 from logging import getLogger
 from pathlib import Path
 
 import pandas as pd
 
+from dataset_converters.atomic import replace_when_done, write_content
 from recbole_pmmrec.content import ContentError, read_content_file
 
 SOURCE_SEPARATOR = "|"  # merged tokens are "<source>|<token>"
 REQUIRED_COLUMNS = ("user_id", "item_id")
-
-
-@contextmanager
-def _replace_when_done(path):
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        yield f
-    os.replace(tmp, path)
 
 
 def read_inter(path):
@@ -50,21 +42,9 @@ def read_inter(path):
 
 
 def write_inter(path, frame, headers):
-    with _replace_when_done(path) as f:
+    with replace_when_done(path) as f:
         f.write("\t".join(headers[c] for c in frame.columns) + "\n")
         frame.to_csv(f, sep="\t", header=False, index=False, lineterminator="\n")
-
-
-def write_content(path, rows):
-    """``rows``: ``(item token, text or None, image path relative to the new folder or None)``."""
-    with _replace_when_done(path) as f:
-        for token, text, image in rows:
-            row = {"item_id": token}
-            if text is not None:
-                row["text"] = text
-            if image is not None:
-                row["image"] = image
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def _dataset_files(root, name):
@@ -72,15 +52,27 @@ def _dataset_files(root, name):
     return folder, folder / f"{name}.inter", folder / f"{name}.content.jsonl"
 
 
-def _content_rows(source_folder, content, tokens, target_folder, prefix=""):
-    """Content rows of ``tokens`` with image paths rebased onto ``target_folder``."""
-    rows = []
+def _rebased_content(source_folder, content, tokens, target_folder, prefix=""):
+    """``{prefix + token: (text, image)}`` for ``tokens``, image paths rebased onto ``target_folder``."""
+    entries = {}
     for token in tokens:
         text, image, _ = content.get(token, (None, None, None))
         if image is not None:
             image = os.path.relpath(Path(source_folder) / image, target_folder)
-        rows.append((prefix + token, text, image))
-    return rows
+        entries[prefix + token] = (text, image)
+    return entries
+
+
+def _write_content(path, entries):
+    write_content(path, list(entries), {t: e[0] for t, e in entries.items()}, {t: e[1] for t, e in entries.items()})
+
+
+def _write_derived(source_folder, content, name, frame, headers):
+    """Dataset ``name`` beside ``source_folder``: ``frame``'s interactions and its items' content."""
+    folder, inter_path, content_path = _dataset_files(source_folder.parent, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_content(content_path, _rebased_content(source_folder, content, sorted(set(frame["item_id"])), folder))
+    write_inter(inter_path, frame, headers)
 
 
 def _sort_by_time(frame, path, require_time=False):
@@ -118,7 +110,7 @@ def merge_sources(root, sources, name):
         if min(inter_path.stat().st_mtime, content_path.stat().st_mtime) >= newest_input:
             return folder
     folder.mkdir(parents=True, exist_ok=True)
-    frames, headers, content_rows = [], {}, []
+    frames, headers, entries = [], {}, {}
     for source in sources:
         source_folder, source_inter, source_content = _dataset_files(root, source)
         frame, source_headers = read_inter(source_inter)
@@ -128,10 +120,10 @@ def merge_sources(root, sources, name):
         frames.append(frame)
         headers = source_headers if not headers else {c: h for c, h in headers.items() if c in source_headers}
         items = sorted(set(frame["item_id"].str.split(SOURCE_SEPARATOR, n=1).str[1]))
-        content_rows += _content_rows(source_folder, content, items, folder, prefix=source + SOURCE_SEPARATOR)
+        entries.update(_rebased_content(source_folder, content, items, folder, prefix=source + SOURCE_SEPARATOR))
         getLogger().info(f"source {source}: {len(frame)} interactions, {len(items)} items")
     merged = pd.concat([f[list(headers)] for f in frames], ignore_index=True)
-    write_content(content_path, content_rows)
+    _write_content(content_path, entries)
     write_inter(inter_path, _sort_by_time(merged, inter_path).drop(columns="_t"), headers)
     getLogger().info(f"merged {sources} into {folder}: {len(merged)} interactions")
     return folder
@@ -168,12 +160,7 @@ def make_cold_start_dataset(root, dataset, name=None, cold_ratio=0.2, by="time",
     kept = frame[cold_before == 0].drop(columns="_t")
     kept = kept[kept.groupby("user_id")["item_id"].transform("size") >= min_length]
     cold &= set(kept["item_id"])
-    folder = source_folder.parent / name
-    folder.mkdir(parents=True, exist_ok=True)
-    content = read_content_file(content_path)
-    write_content(folder / f"{name}.content.jsonl",
-                  _content_rows(source_folder, content, sorted(set(kept["item_id"])), folder))
-    write_inter(folder / f"{name}.inter", kept, headers)
+    _write_derived(source_folder, read_content_file(content_path), name, kept, headers)
     getLogger().info(
         f"{name}: {len(cold)} cold items, {int(kept['item_id'].isin(cold).sum())} users end on one; "
         f"{len(kept)} of {len(frame)} interactions kept"
@@ -203,11 +190,7 @@ def make_transfer_split(root, dataset, n_sources=2, seed=2024):
     for k, name in enumerate(names):
         is_target = k == n_sources
         part = frame[(user_group == k) & (in_target_half if is_target else ~in_target_half)]
-        folder = source_folder.parent / name
-        folder.mkdir(parents=True, exist_ok=True)
-        write_content(folder / f"{name}.content.jsonl",
-                      _content_rows(source_folder, content, sorted(set(part["item_id"])), folder))
-        write_inter(folder / f"{name}.inter", part, headers)
+        _write_derived(source_folder, content, name, part, headers)
         getLogger().info(f"{name}: {len(part)} interactions, {part['user_id'].nunique()} users, "
                          f"{part['item_id'].nunique()} items")
     return names[:-1], names[-1]

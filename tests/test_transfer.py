@@ -245,8 +245,8 @@ def test_merged_dataset_is_rebuilt_only_when_a_source_changes(tmp_path):
     write_tiny_dataset(tmp_path, name="b", n_users=5, seed=2)
     folder = merge_sources(tmp_path, ["a", "b"], "a+b")
     content = [json.loads(line) for line in (folder / "a+b.content.jsonl").read_text().splitlines()]
-    images = [row["image"] for row in content if "image" in row]
-    assert images and all(row["item_id"].startswith("b|") for row in content if "image" in row)
+    images = [row["image"] for row in content if row.get("image")]
+    assert images and all(row["item_id"].startswith("b|") for row in content if row.get("image"))
     assert all((folder / image).is_file() for image in images)  # rebased onto the sources' folders
     stamp = (folder / "a+b.inter").stat().st_mtime_ns
     merge_sources(tmp_path, ["a", "b"], "a+b")
