@@ -51,8 +51,8 @@ class Config(RecBoleConfig):
                     "the dataset must be given: --dataset=NAME, a config file, or config_dict"
                 )
         if isinstance(dataset, str) and "," in dataset:
-            self.external_config_dict["source_datasets"] = name_list(dataset)
-            dataset = "+".join(name_list(dataset))
+            sources = self.external_config_dict["source_datasets"] = name_list(dataset)
+            dataset = "+".join(sources)
         if isinstance(model, str):
             return model, get_model(model), dataset
         return model.__name__, model, dataset

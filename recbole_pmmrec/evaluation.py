@@ -36,11 +36,11 @@ def unseen_items(train_dataset):
     return unseen
 
 
-def unseen_target_loader(train_dataset, loader):
-    """``loader`` restricted to rows whose target item is not in ``train_dataset``; also
-    returns how many rows that leaves."""
+def unseen_target_loader(unseen, loader):
+    """``loader`` restricted to rows whose target item is ``unseen`` (see :func:`unseen_items`);
+    also returns how many rows that leaves."""
     targets = loader._dataset.inter_feat[loader._dataset.iid_field]
-    keep = unseen_items(train_dataset)[targets]
+    keep = unseen[targets]
     if not keep.any():
         raise ValueError(
             "test_items=unseen: every test target occurs in the training data; build a cold-start "

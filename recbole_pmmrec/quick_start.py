@@ -95,6 +95,8 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     evaluated, zero-shot.
     """
     config = build_config(model, dataset, config_file_list, config_dict)
+    if config["test_items"] not in (None, "all", "unseen"):
+        raise ValueError(f"test_items must be 'all' or 'unseen', got {config['test_items']!r}")
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -120,18 +122,17 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
     n_test_rows = len(test_data._dataset)
-    if config["test_items"] == "unseen":
-        test_data, n_test_rows = unseen_target_loader(train_data._dataset, test_data)
+    unseen = unseen_items(train_data._dataset) if config["test_items"] == "unseen" else None
+    if unseen is not None:
+        test_data, n_test_rows = unseen_target_loader(unseen, test_data)
         logger.info(f"test_items=unseen: {n_test_rows} test rows whose target is not in the training data")
-    elif config["test_items"] not in (None, "all"):
-        raise ValueError(f"test_items must be 'all' or 'unseen', got {config['test_items']!r}")
     test_result = trainer.evaluate(
         test_data, load_best_model=trained, show_progress=config["show_progress"]
     )
     test_seconds = time.perf_counter() - start
     among_unseen = {}
-    if config["test_items"] == "unseen":
-        with ranking_only(trainer.model, unseen_items(train_data._dataset)):
+    if unseen is not None:
+        with ranking_only(trainer.model, unseen):
             among_unseen = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
         logger.info(set_color("test result, ranking unseen items only", "yellow") + f": {among_unseen}")
     by_source = {}

@@ -13,7 +13,7 @@ from recbole.data import data_preparation
 
 from recbole_pmmrec.compat import load_checkpoint
 from recbole_pmmrec.derived_datasets import make_cold_start_dataset, make_transfer_split, merge_sources, read_inter
-from recbole_pmmrec.evaluation import ranking_only, unseen_target_loader
+from recbole_pmmrec.evaluation import ranking_only, unseen_items, unseen_target_loader
 from recbole_pmmrec.quick_start import build_config, main, run_recbole
 from recbole_pmmrec.registry import create_dataset, get_model
 from recbole_pmmrec.transfer import COMPONENTS, TransferError, parse_components
@@ -190,7 +190,7 @@ def test_unseen_test_items_with_pmmrec_and_sasrec(tmp_path, make_config):
     config = build_config("PMMRec", "warm-cold", config_dict=make_config(tmp_path))
     dataset = create_dataset(config)
     train_data, _, test_data = data_preparation(config, dataset)
-    unseen, n_rows = unseen_target_loader(train_data._dataset, test_data)
+    unseen, n_rows = unseen_target_loader(unseen_items(train_data._dataset), test_data)
     tokens = dataset.field2id_token[dataset.iid_field]
     all_targets = test_data._dataset.inter_feat[dataset.iid_field].tolist()
     assert {tokens[i] for i in unseen._dataset.inter_feat[dataset.iid_field].tolist()} <= cold
@@ -273,3 +273,8 @@ def test_command_line_transfer_subset_and_zero_shot(pretrained, tiny_bert, tiny_
     assert "test result: {'hit@5'" in out and "saved model" not in out
     assert parse_components("[text_encoder,user_encoder]") == parse_components(["text_encoder", "user_encoder"])
     assert parse_components("all") is None and parse_components("fusion") == ["fusion"]
+
+
+def test_an_unknown_test_items_value_fails_before_training(tiny_data, make_config):
+    with pytest.raises(ValueError, match="test_items must be 'all' or 'unseen', got 'cold'"):
+        run_recbole(model="PMMRec", dataset="tiny", config_dict=make_config(tiny_data, test_items="cold"))
