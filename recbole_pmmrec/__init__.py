@@ -1,11 +1,14 @@
-"""PMMRec, a pure multi-modality transferable sequential recommender, as a RecBole plugin."""
+"""PMMRec, a pure multi-modality transferable sequential recommender, as a RecBole plugin.
 
-from recbole_pmmrec import compat
+Layout: integration with RecBole at the top (``config``, ``compat``, ``registry``,
+``quick_start``, ``trainer``, ``checkpoint``, ``transfer``, ``evaluation``,
+``pretrained``); the model's parts in :mod:`recbole_pmmrec.model`; the data layer in
+:mod:`recbole_pmmrec.data`; experiment commands in :mod:`recbole_pmmrec.experiments`
+(never imported by the library).
+"""
 
-compat.apply()
-
-from recbole_pmmrec.config import Config  # noqa: E402
-from recbole_pmmrec.quick_start import load_data_and_model, run_recbole  # noqa: E402
+from recbole_pmmrec.config import Config
+from recbole_pmmrec.quick_start import load_data_and_model, run_recbole
 
 __all__ = ["Config", "run_recbole", "load_data_and_model"]
 __version__ = "0.1.0"

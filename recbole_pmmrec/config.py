@@ -5,8 +5,9 @@ from pathlib import Path
 
 from recbole.config import Config as RecBoleConfig
 
+from recbole_pmmrec import compat
+from recbole_pmmrec.checkpoint import read_pmmrec_checkpoint
 from recbole_pmmrec.registry import get_model, plugin_models
-from recbole_pmmrec.transfer import inherited_settings, name_list
 
 
 def properties_dir():
@@ -18,17 +19,45 @@ def properties_dir():
     raise FileNotFoundError(f"recbole_pmmrec's properties/ folder was not found near {here}")
 
 
+def name_list(value):
+    """A list of names from a list, or from the command line's ``"a,b"`` / ``"[a, 'b']"``."""
+    if not isinstance(value, str):
+        return list(value)
+    return [n.strip(" '\"") for n in value.strip("[] ").split(",") if n.strip(" '\"")]
+
+
 class Config(RecBoleConfig):
     """RecBole's configurator with plugin-first model lookup and plugin YAML defaults.
 
     Precedence, lowest first: RecBole's overall/model/dataset YAML and its quick-start
     settings, then this plugin's ``properties/overall.yaml``, ``properties/model/<model>.yaml``
     and ``properties/dataset/<dataset>.yaml``, then (with ``transfer_from``) the
-    checkpoint's architecture settings, then config files, the config dict and the command
-    line.
+    checkpoint's architecture settings, then config files, the config dict and ``argv``.
 
-    A dataset given as ``a,b`` names the merged dataset ``a+b`` with ``source_datasets: [a, b]``.
+    ``argv`` holds ``--key=value`` arguments (a command's own argument list); unlike
+    RecBole's Config, ``sys.argv`` is never read. A dataset given as ``a,b`` names the merged
+    dataset ``a+b`` with ``source_datasets: [a, b]``. With ``transfer_from``, the checkpoint
+    is read once and kept as ``transfer_checkpoint`` for the model to load its components.
     """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, argv=()):
+        self._argv = list(argv)
+        self.transfer_checkpoint = None
+        super().__init__(model, dataset, config_file_list, config_dict)
+
+    def compatibility_settings(self):
+        compat.apply()
+
+    def _load_cmd_line(self):
+        values = {}
+        for arg in self._argv:
+            key, sep, value = arg[2:].partition("=")
+            if not arg.startswith("--") or not sep or not key:
+                raise ValueError(f"command-line argument {arg!r} is not --key=value")
+            if values.get(key, value) != value:
+                raise ValueError(f"--{key} is given twice with different values")
+            values[key] = value
+        return self._convert_config_dict(values)
 
     def _merge_external_config_dict(self):
         super()._merge_external_config_dict()
@@ -71,4 +100,10 @@ class Config(RecBoleConfig):
             self.internal_config_dict["load_col"] = {"inter": ["user_id", "item_id", "timestamp"]}
         checkpoint = self.external_config_dict.get("transfer_from")
         if checkpoint and model in plugin_models():
-            self.internal_config_dict.update(inherited_settings(checkpoint))
+            self.transfer_checkpoint = read_pmmrec_checkpoint(checkpoint)
+            self.internal_config_dict.update(self.transfer_checkpoint.manifest["architecture"])
+
+    def __getstate__(self):
+        """Pickled without the transfer checkpoint's weights (RecBole saves the Config in
+        every checkpoint)."""
+        return {**self.__dict__, "transfer_checkpoint": None}

@@ -1,18 +1,20 @@
 """Evaluation views built on RecBole's own loaders and evaluator (any sequential model).
 
+Each view passes its candidate items to the trainer explicitly
+(:meth:`~recbole_pmmrec.trainer.PluginTrainerMixin.evaluate`'s ``candidates``):
+
 - :func:`unseen_target_loader`: only the test rows whose target item never occurs in the
-  training data (cold-start items); with :func:`ranking_only` and :func:`unseen_items`,
-  those rows can also be ranked among the unseen items alone,
+  training data (cold-start items); with ``candidates=unseen_items(...)`` those rows are
+  also ranked among the unseen items alone,
 - :func:`evaluate_by_source`: the test result of each source of a merged dataset, ranking
   only that source's items.
 """
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 
-from recbole_pmmrec.derived_datasets import source_of
+from recbole_pmmrec.data.dataset import item_train_counts
+from recbole_pmmrec.data.derived import source_of
 
 
 def subset_loader(loader, keep):
@@ -25,13 +27,7 @@ def subset_loader(loader, keep):
 def unseen_items(train_dataset):
     """``[n_items]`` bool: True for each item that occurs nowhere in the training rows
     (neither as a target nor in a history); padding id 0 is False."""
-    inter = train_dataset.inter_feat
-    items = [inter[train_dataset.iid_field]]
-    list_field = getattr(train_dataset, "item_id_list_field", None)
-    if list_field in inter.interaction:
-        items.append(inter[list_field].flatten())
-    unseen = torch.ones(train_dataset.item_num, dtype=torch.bool)
-    unseen[torch.cat(items)] = False
+    unseen = item_train_counts(train_dataset) == 0
     unseen[0] = False
     return unseen
 
@@ -44,26 +40,9 @@ def unseen_target_loader(unseen, loader):
     if not keep.any():
         raise ValueError(
             "test_items=unseen: every test target occurs in the training data; build a cold-start "
-            "dataset first (recbole_pmmrec.derived_datasets.make_cold_start_dataset)"
+            "dataset first (recbole_pmmrec.data.derived.make_cold_start_dataset)"
         )
     return subset_loader(loader, keep), int(keep.sum())
-
-
-@contextmanager
-def ranking_only(model, candidates):
-    """Within the block, ``model.full_sort_predict`` scores only ``candidates`` (a bool
-    tensor over item ids); every other item gets -inf."""
-    original = model.full_sort_predict
-    blocked = ~candidates.to(next(model.parameters()).device)
-
-    def restricted(interaction):
-        return original(interaction).masked_fill(blocked, float("-inf"))
-
-    model.full_sort_predict = restricted
-    try:
-        yield
-    finally:
-        del model.full_sort_predict
 
 
 def evaluate_by_source(trainer, dataset, loader, sources):
@@ -77,7 +56,7 @@ def evaluate_by_source(trainer, dataset, loader, sources):
         keep = users[row_users] == source
         if not keep.any():
             continue
-        candidates = torch.from_numpy(items == source)
-        with ranking_only(trainer.model, candidates):
-            results[source] = trainer.evaluate(subset_loader(loader, keep), load_best_model=False, show_progress=False)
+        results[source] = trainer.evaluate(
+            subset_loader(loader, keep), load_best_model=False, candidates=torch.from_numpy(items == source)
+        )
     return results

@@ -5,22 +5,39 @@ import ``ray`` (RecBole's quick_start module imports it at top level).
 """
 
 import argparse
-import os
+import re
 import sys
 import time
-import uuid
-from logging import getLogger
+from logging import StreamHandler, getLogger
 
 import torch
 from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
-from recbole_pmmrec.compat import load_checkpoint
+from recbole_pmmrec.checkpoint import load_checkpoint
 from recbole_pmmrec.config import Config
-from recbole_pmmrec.default_dataset import ensure_default_dataset
-from recbole_pmmrec.derived_datasets import merge_sources
-from recbole_pmmrec.evaluation import evaluate_by_source, ranking_only, unseen_items, unseen_target_loader
+from recbole_pmmrec.evaluation import evaluate_by_source, unseen_items, unseen_target_loader
 from recbole_pmmrec.registry import create_dataset, get_model, get_trainer
+
+CONSOLE_LOGS = ("all", "epochs")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EPOCH_LINES = re.compile(r"epoch \d+ (training|evaluating)|best valid|test result")
+
+
+def _epoch_lines_only(record):
+    return record.levelno >= 30 or bool(_EPOCH_LINES.search(_ANSI.sub("", str(record.msg))))
+
+
+def init_logging(config):
+    """RecBole's logger; with ``console_log: epochs`` the console shows only epoch and
+    result lines and warnings (the log file keeps everything)."""
+    if config["console_log"] not in (None, *CONSOLE_LOGS):
+        raise ValueError(f"console_log must be one of {CONSOLE_LOGS}, got {config['console_log']!r}")
+    init_logger(config)
+    if config["console_log"] == "epochs":
+        for handler in getLogger().handlers:
+            if type(handler) is StreamHandler:
+                handler.addFilter(_epoch_lines_only)
 
 
 def _count_parameters(model):
@@ -29,49 +46,20 @@ def _count_parameters(model):
     return total, trainable
 
 
-def _time_train_epochs(trainer):
-    """Record the wall time of each training epoch of ``trainer`` into the returned list."""
-    seconds = []
-    train_epoch = trainer._train_epoch
-
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        loss = train_epoch(*args, **kwargs)
-        seconds.append(time.perf_counter() - start)
-        return loss
-
-    trainer._train_epoch = timed
-    return seconds
-
-
-def build_trainer(config, model):
-    """The model's trainer (plugin-first). RecBole names the checkpoint by model and start
-    second only, so two runs started in the same second in one ``checkpoint_dir`` would
-    overwrite each other's file (and, for PMMRec, whose shapes do not depend on the
-    dataset, load the other run's weights silently): a random suffix keeps them apart."""
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    stem, ext = os.path.splitext(trainer.saved_model_file)
-    trainer.saved_model_file = f"{stem}-{uuid.uuid4().hex[:6]}{ext}"
-    return trainer
-
-
-def build_config(model=None, dataset=None, config_file_list=None, config_dict=None):
-    """The merged Config; creates the bundled default dataset on first use and, with
-    ``source_datasets``, the merged pre-training dataset."""
-    config = Config(
-        model=model,
-        dataset=dataset,
-        config_file_list=config_file_list,
-        config_dict=config_dict,
-    )
-    sources = config["source_datasets"]
-    if sources:
-        root = os.path.dirname(os.path.normpath(config["data_path"]))
-        for source in sources:
-            ensure_default_dataset(source, os.path.join(root, source))
-        merge_sources(root, sources, config["dataset"])
-    ensure_default_dataset(config["dataset"], config["data_path"])
-    return config
+def build(config):
+    """Seed, logger, filtered dataset, RecBole's split dataloaders and the model for
+    ``config``: ``(dataset, train_data, valid_data, test_data, model)``."""
+    init_seed(config["seed"], config["reproducibility"])
+    init_logging(config)
+    logger = getLogger()
+    logger.info(config)
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    return dataset, train_data, valid_data, test_data, model
 
 
 def _fit(trainer, config, train_data, valid_data, saved):
@@ -85,38 +73,26 @@ def _fit(trainer, config, train_data, valid_data, saved):
     return best_valid_score, best_valid_result, saved
 
 
-def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, argv=()):
     """Train, validate and test ``model`` on ``dataset`` (PMMRec or any RecBole model).
 
-    Returns a dict with the best valid score/result, the test result (per source too, for
-    a merged dataset; among unseen items too, with ``test_items: unseen``), the saved model
-    file, parameter counts and wall times. With
-    ``epochs: 0`` nothing is trained: the model as built (e.g. from ``transfer_from``) is
-    evaluated, zero-shot.
+    ``argv`` holds command-line ``--key=value`` overrides (highest precedence). Returns a
+    dict with the best valid score/result, the test result (per source too, for a merged
+    dataset; among unseen items too, with ``test_items: unseen``), the saved model file,
+    parameter counts and wall times. With ``epochs: 0`` nothing is trained: the model as
+    built (e.g. from ``transfer_from``) is evaluated, zero-shot.
     """
-    config = build_config(model, dataset, config_file_list, config_dict)
+    config = Config(model, dataset, config_file_list, config_dict, argv=argv)
     if config["test_items"] not in (None, "all", "unseen"):
         raise ValueError(f"test_items must be 'all' or 'unseen', got {config['test_items']!r}")
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    dataset, train_data, valid_data, test_data, model = build(config)
     logger = getLogger()
-    logger.info(sys.argv)
-    logger.info(config)
-
-    dataset = create_dataset(config)
-    logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    logger.info(model)
     total_params, trainable_params = _count_parameters(model)
     logger.info(
         set_color("parameters", "blue") + f": {total_params} total, {trainable_params} trainable"
     )
 
-    trainer = build_trainer(config, model)
-    epoch_seconds = _time_train_epochs(trainer)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     start = time.perf_counter()
     best_valid_score, best_valid_result, trained = _fit(trainer, config, train_data, valid_data, saved)
     fit_seconds = time.perf_counter() - start
@@ -132,8 +108,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     test_seconds = time.perf_counter() - start
     among_unseen = {}
     if unseen is not None:
-        with ranking_only(trainer.model, unseen):
-            among_unseen = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+        among_unseen = trainer.evaluate(test_data, load_best_model=False, candidates=unseen)
         logger.info(set_color("test result, ranking unseen items only", "yellow") + f": {among_unseen}")
     by_source = {}
     if config["source_datasets"]:
@@ -159,7 +134,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         "fit_seconds": fit_seconds,
         "test_seconds": test_seconds,
         "train_loss_by_epoch": dict(trainer.train_loss_dict),
-        "train_epoch_seconds": epoch_seconds,
+        "train_epoch_seconds": list(trainer.epoch_seconds),
     }
 
 
@@ -177,12 +152,7 @@ def load_data_and_model(model_file, config_dict=None):
         config[key] = value
     if not torch.cuda.is_available():
         config["device"] = torch.device("cpu")
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    dataset, train_data, valid_data, test_data, model = build(config)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.eval()
@@ -199,9 +169,9 @@ def main(argv=None):
     parser.add_argument("--model", "-m", default="PMMRec")
     parser.add_argument("--dataset", "-d", default="ml-100k-text")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files")
-    args, _ = parser.parse_known_args(argv)
+    args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     config_files = args.config_files.strip().split() if args.config_files else None
-    result = run_recbole(model=args.model, dataset=args.dataset, config_file_list=config_files)
+    result = run_recbole(model=args.model, dataset=args.dataset, config_file_list=config_files, argv=overrides)
     print(f"best valid: {dict(result['best_valid_result'])}")
     print(f"test result: {dict(result['test_result'])}")
     for source, source_result in result["test_result_by_source"].items():

@@ -2,7 +2,8 @@
 
 RecBole finds models, dataset classes and trainers only inside its own package; these
 functions look in this plugin first, so one entry point runs PMMRec and every RecBole
-built-in model on the same data.
+built-in model on the same data. Every trainer gets the plugin's trainer features
+(:class:`~recbole_pmmrec.trainer.PluginTrainerMixin`).
 """
 
 import importlib
@@ -11,11 +12,14 @@ from recbole.data import create_dataset as recbole_create_dataset
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
+from recbole_pmmrec.data.derived import prepare_dataset
+from recbole_pmmrec.trainer import with_plugin_features
+
 # model name -> "module:Class" of its model, dataset and trainer
 _PLUGIN_MODELS = {
     "PMMRec": (
-        "recbole_pmmrec.model:PMMRec",
-        "recbole_pmmrec.dataset:PMMRecDataset",
+        "recbole_pmmrec.model.pmmrec:PMMRec",
+        "recbole_pmmrec.data.dataset:PMMRecDataset",
         "recbole_pmmrec.trainer:PMMRecTrainer",
     ),
 }
@@ -38,14 +42,20 @@ def get_model(model_name):
 
 
 def get_trainer(model_type, model_name):
-    """The trainer class for ``model_name``: this plugin's first, then RecBole's."""
+    """The trainer class for ``model_name`` (this plugin's first, then RecBole's), with the
+    plugin's trainer features mixed in."""
     if model_name in _PLUGIN_MODELS:
         return _load(_PLUGIN_MODELS[model_name][2])
-    return recbole_get_trainer(model_type, model_name)
+    return with_plugin_features(recbole_get_trainer(model_type, model_name))
 
 
 def create_dataset(config):
-    """The filtered dataset for ``config``: this plugin's dataset class first, then RecBole's."""
+    """The filtered dataset for ``config``: this plugin's dataset class first, then RecBole's.
+
+    A derived dataset the config names (the bundled default, merged sources) is written to
+    disk first (:func:`recbole_pmmrec.data.derived.prepare_dataset`).
+    """
+    prepare_dataset(config)
     if config["model"] in _PLUGIN_MODELS:
         return _load(_PLUGIN_MODELS[config["model"]][1])(config)
     return recbole_create_dataset(config)

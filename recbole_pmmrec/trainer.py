@@ -1,49 +1,117 @@
-"""``PMMRecTrainer``: RecBole's Trainer plus PMMRec's self-supervised objectives.
+"""Trainers: what the plugin adds to every model's trainer, and ``PMMRecTrainer``.
 
-Each training step encodes the batch once (:meth:`PMMRec.encode_batch`) and adds to the
-next-item loss, each with its weight (0 turns it off and skips its computation):
+:class:`PluginTrainerMixin` is mixed into the trainer of every model run through the plugin
+(RecBole's baselines included, see :func:`recbole_pmmrec.registry.get_trainer`).
+
+:class:`PMMRecTrainer` adds PMMRec's self-supervised objectives to the next-item loss, each
+with its weight (0 turns it off and skips its computation):
 
 - NICL, next-item enhanced cross-modal contrastive learning (needs text and image),
 - NID, noised item detection on a corrupted copy of each history,
 - RCL, robustness-aware contrastive learning between original and corrupted histories.
 
-Every term is logged per epoch by name and written to TensorBoard.
+Each step corrupts the batch's histories (ids only), has the model encode the batch once
+(:meth:`PMMRec.encode_batch`), and computes every term from that encoding. Every term is
+logged per epoch by name and written to TensorBoard.
 """
 
-from functools import partial
+import os
+import time
+import uuid
+from functools import lru_cache
 
-import torch
 import torch.nn.functional as F
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
-from recbole_pmmrec.losses import corrupt_sequences, nicl_loss, rcl_loss
+from recbole_pmmrec.checkpoint import load_checkpoint
+from recbole_pmmrec.model.losses import corrupt_sequences, nicl_loss, rcl_loss
 
 OBJECTIVES = ("nicl", "nid", "rcl")
 
 
-class PMMRecTrainer(Trainer):
+class PluginTrainerMixin:
+    """Added to the trainer of every model run through the plugin:
+
+    - ``epoch_seconds``: the wall time of each training epoch;
+    - a unique checkpoint name per run: RecBole names it by model and start second only,
+      so runs started in the same second would overwrite each other's file (and PMMRec,
+      whose shapes do not depend on the dataset, would load the other run's weights);
+    - checkpoints read by :func:`recbole_pmmrec.checkpoint.load_checkpoint`;
+    - ``evaluate(..., candidates=mask)``: full ranking among the ``candidates`` items only.
+    """
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        stem, ext = os.path.splitext(self.saved_model_file)
+        self.saved_model_file = f"{stem}-{uuid.uuid4().hex[:6]}{ext}"
+        self.epoch_seconds = []
+        self._candidates = None
+
+    def _train_epoch(self, *args, **kwargs):
+        start = time.perf_counter()
+        loss = super()._train_epoch(*args, **kwargs)
+        self.epoch_seconds.append(time.perf_counter() - start)
+        return loss
+
+    def load_weights(self, checkpoint_file):
+        """Load the model's weights from a checkpoint file written by this trainer."""
+        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        return checkpoint
+
+    def resume_checkpoint(self, resume_file):
+        checkpoint = self.load_weights(resume_file)
+        self.saved_model_file = str(resume_file)
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False, candidates=None):
+        """RecBole's evaluation; ``candidates`` (a bool tensor over item ids) restricts the
+        full ranking to those items (every other item scores -inf)."""
+        if load_best_model:
+            self.load_weights(model_file or self.saved_model_file)
+        self._candidates = None if candidates is None else candidates.to(self.device)
+        try:
+            return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        finally:
+            self._candidates = None
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        if self._candidates is not None:
+            scores = scores.masked_fill(~self._candidates, float("-inf"))
+        return interaction, scores, positive_u, positive_i
+
+
+@lru_cache(maxsize=None)
+def with_plugin_features(trainer_class):
+    """``trainer_class`` with :class:`PluginTrainerMixin` mixed in (itself if it has it)."""
+    if issubclass(trainer_class, PluginTrainerMixin):
+        return trainer_class
+    return type(trainer_class.__name__, (PluginTrainerMixin, trainer_class), {})
+
+
+class PMMRecTrainer(PluginTrainerMixin, Trainer):
     """Trains only parameters that require gradients; ``weight_decay`` applies to the
     modules trained from scratch, none to the pre-trained backbones (as the authors do)."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
         self.weights = {name: float(config[f"{name}_weight"] or 0.0) for name in OBJECTIVES}
-        if self.weights["nicl"] and len(model.item_encoder.modalities) < 2:
-            self.logger.info(
-                f"NICL needs text and image; item_modalities={model.item_encoder.modalities}: NICL is skipped"
-            )
+        if self.weights["nicl"] and len(model.modalities) < 2:
+            self.logger.info(f"NICL needs text and image; item_modalities={model.modalities}: NICL is skipped")
             self.weights["nicl"] = 0.0
         self.loss_names = ["rec"] + [name for name in OBJECTIVES if self.weights[name]]
-        self.corrupt = None
-        if self.weights["nid"] or self.weights["rcl"]:
-            self.corrupt = partial(
-                corrupt_sequences,
-                replacements=model.train_items,
-                shuffle_ratio=config["nid_shuffle_ratio"],
-                replace_ratio=config["nid_replace_ratio"],
-                binary=config["nid_classes"] == 2,
-            )
+        self.corrupts = bool(self.weights["nid"] or self.weights["rcl"])
+        self.shuffle_ratio = config["nid_shuffle_ratio"]
+        self.replace_ratio = config["nid_replace_ratio"]
+        self.binary_noise = config["nid_classes"] == 2
 
     def _build_optimizer(self, **kwargs):
         if "params" not in kwargs:
@@ -62,17 +130,33 @@ class PMMRecTrainer(Trainer):
             )
         return super()._build_optimizer(**kwargs)
 
+    def corrupt(self, interaction):
+        """A corrupted copy of the batch's histories and its per-position noise labels
+        (:func:`~recbole_pmmrec.model.losses.corrupt_sequences`), replacement items drawn
+        from the training items; ``(None, None)`` when neither NID nor RCL is on."""
+        if not self.corrupts:
+            return None, None
+        return corrupt_sequences(
+            interaction[self.model.ITEM_SEQ],
+            interaction[self.model.ITEM_SEQ_LEN],
+            self.model.train_items,
+            self.shuffle_ratio,
+            self.replace_ratio,
+            binary=self.binary_noise,
+        )
+
     def training_losses(self, interaction):
         """The weighted loss terms of one batch, in the order of ``loss_names``."""
         model = self.model
-        batch = model.encode_batch(interaction, self.corrupt)
+        noisy_seq, noise_labels = self.corrupt(interaction)
+        batch = model.encode_batch(interaction, noisy_seq)
         losses = [model.recommendation_loss(batch)]
         if self.weights["nicl"]:
             losses.append(self.weights["nicl"] * self._nicl(batch))
         if self.weights["nid"]:
-            real = batch.noise_labels >= 0
-            logits = model.nid_head(batch.noisy_states[real])
-            losses.append(self.weights["nid"] * F.cross_entropy(logits, batch.noise_labels[real]))
+            real = noise_labels >= 0
+            logits = model.noise_logits(batch.noisy_states[real])
+            losses.append(self.weights["nid"] * F.cross_entropy(logits, noise_labels[real]))
         if self.weights["rcl"]:
             original = batch.last_states(batch.states)
             corrupted = batch.last_states(batch.noisy_states)

@@ -4,49 +4,39 @@ A checkpoint's ``transfer_manifest`` (saved with the model by RecBole's trainer)
 the source dataset, the item modalities, the architecture settings and every component's
 parameter shapes. A target model built with ``transfer_from: <checkpoint>`` loads the
 components named by ``transfer`` and keeps the others freshly initialised; architecture
-settings the target does not set explicitly default to the checkpoint's
-(:func:`inherited_settings`).
+settings the target does not set explicitly default to the checkpoint's (the plugin's
+Config reads them from the manifest, and keeps the checkpoint for :func:`transfer_source`).
 """
 
+from dataclasses import dataclass
 from logging import getLogger
 from pathlib import Path
 
-from recbole_pmmrec.compat import load_checkpoint
+from recbole_pmmrec.checkpoint import read_pmmrec_checkpoint
+from recbole_pmmrec.config import name_list
+from recbole_pmmrec.model.fusion import FusionSettings
+from recbole_pmmrec.model.modality_encoders import ImageEncoderSettings, TextEncoderSettings
+from recbole_pmmrec.model.settings import ComponentSettings
+from recbole_pmmrec.model.user_encoder import UserEncoderSettings
 
-# component name -> prefix of its parameters in PMMRec's state_dict
+
+@dataclass(frozen=True)
+class Component:
+    """A transferable part of PMMRec: its parameters' prefix in the state_dict and the
+    settings that fix its shapes and meaning."""
+
+    prefix: str
+    settings: type[ComponentSettings]
+
+
 COMPONENTS = {
-    "text_encoder": "item_encoder.text_encoder.",
-    "image_encoder": "item_encoder.image_encoder.",
-    "fusion": "item_encoder.fusion.",
-    "user_encoder": "user_encoder.",
+    "text_encoder": Component("item_encoder.text_encoder.", TextEncoderSettings),
+    "image_encoder": Component("item_encoder.image_encoder.", ImageEncoderSettings),
+    "fusion": Component("item_encoder.fusion.", FusionSettings),
+    "user_encoder": Component("user_encoder.", UserEncoderSettings),
 }
-# settings that fix the components' shapes or meaning; a target inherits them by default
-ARCHITECTURE_KEYS = (
-    "text_encoder",
-    "text_max_length",
-    "text_trainable_layers",
-    "image_encoder",
-    "image_pretrained",
-    "image_trainable_layers",
-    "hidden_size",
-    "inner_size",
-    "n_layers",
-    "n_heads",
-    "hidden_act",
-    "layer_norm_eps",
-    "fusion",
-    "fusion_n_heads",
-    "modality_type_embedding",
-    "fusion_norm_first",
-    "MAX_ITEM_LIST_LENGTH",
-)
-# the settings worth naming when a component's shapes differ
-_SHAPE_KEYS = {
-    "text_encoder": ("text_encoder", "hidden_size"),
-    "image_encoder": ("image_encoder", "hidden_size"),
-    "fusion": ("fusion", "hidden_size", "modality_type_embedding"),
-    "user_encoder": ("hidden_size", "inner_size", "n_layers", "MAX_ITEM_LIST_LENGTH"),
-}
+# the settings a checkpoint records and a target inherits by default
+ARCHITECTURE_KEYS = tuple(dict.fromkeys(key for c in COMPONENTS.values() for key in c.settings.keys()))
 # the encoder setting whose value must agree for an encoder to be transferred
 _ENCODER_KEYS = {"text_encoder": "text_encoder", "image_encoder": "image_encoder"}
 
@@ -60,43 +50,28 @@ def build_manifest(model, config):
     and each component's parameter shapes (absent components are left out)."""
     state = model.state_dict()
     components = {}
-    for name, prefix in COMPONENTS.items():
+    for name, component in COMPONENTS.items():
         if _module_of(model, name) is None:
             continue
+        prefix = component.prefix
         components[name] = {k[len(prefix):]: list(v.shape) for k, v in state.items() if k.startswith(prefix)}
     return {
         "format": 1,
         "dataset": config["dataset"],
         "source_datasets": list(config["source_datasets"] or [config["dataset"]]),
-        "item_modalities": list(model.item_encoder.modalities),
+        "item_modalities": list(model.modalities),
         "architecture": {key: config[key] for key in ARCHITECTURE_KEYS},
         "components": components,
     }
 
 
-def read_checkpoint(path):
-    """The checkpoint at ``path`` (memory-mapped) and its manifest."""
-    path = Path(path)
-    if not path.is_file():
-        raise TransferError(f"transfer_from: checkpoint not found: {path}")
-    checkpoint = load_checkpoint(path, map_location="cpu", mmap=True)
-    manifest = (checkpoint.get("other_parameter") or {}).get("transfer_manifest")
-    if manifest is None:
-        model = getattr(checkpoint.get("config"), "final_config_dict", {}).get("model", "unknown")
-        raise TransferError(f"transfer_from: {path} is not a PMMRec checkpoint (model {model}, no transfer_manifest)")
-    return checkpoint, manifest
-
-
-def inherited_settings(path):
-    """The architecture settings of the checkpoint at ``path`` (defaults for a target)."""
-    return dict(read_checkpoint(path)[1]["architecture"])
-
-
-def name_list(value):
-    """A list of names from a list, or from the command line's ``"a,b"`` / ``"[a, 'b']"``."""
-    if not isinstance(value, str):
-        return list(value)
-    return [n.strip(" '\"") for n in value.strip("[] ").split(",") if n.strip(" '\"")]
+def transfer_source(config):
+    """The checkpoint named by ``config["transfer_from"]``: the one the Config already read
+    for its inherited settings, else read now."""
+    source = getattr(config, "transfer_checkpoint", None)
+    if source is not None and str(source.path) == str(Path(config["transfer_from"])):
+        return source
+    return read_pmmrec_checkpoint(config["transfer_from"])
 
 
 def parse_components(value):
@@ -138,7 +113,9 @@ def _check_component(name, module, manifest, config, path):
         details = "; ".join(f"{k}: checkpoint {saved.get(k)}, target {target.get(k)}" for k in differ[:3])
         more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
         settings = ", ".join(
-            f"{k}={saved_arch.get(k)!r} vs {config[k]!r}" for k in _SHAPE_KEYS[name] if saved_arch.get(k) != config[k]
+            f"{k}={saved_arch.get(k)!r} vs {config[k]!r}"
+            for k in COMPONENTS[name].settings.keys()
+            if saved_arch.get(k) != config[k]
         )
         hint = f"; settings that differ: {settings}" if settings else ""
         raise TransferError(
@@ -146,15 +123,16 @@ def _check_component(name, module, manifest, config, path):
         )
 
 
-def load_components(model, config, path, components=None):
-    """Load ``components`` (names, or ``None`` = all) of the checkpoint at ``path`` into ``model``.
+def load_components(model, config, source, components=None):
+    """Load ``components`` (names, or ``None`` = all) of the checkpoint ``source`` (a
+    :class:`~recbole_pmmrec.checkpoint.PMMRecCheckpoint`) into ``model``.
 
     With ``None``, every component that both the checkpoint and the target have is loaded
     (a text-only target takes the text encoder of a text+image checkpoint). A component
     named explicitly must exist on both sides. Shapes and encoders are checked before any
     tensor is copied. Returns the names of the loaded components.
     """
-    checkpoint, manifest = read_checkpoint(path)
+    path, state, manifest = source
     explicit = components is not None
     wanted = components if explicit else list(COMPONENTS)
     plan = []
@@ -167,14 +145,13 @@ def load_components(model, config, path, components=None):
                 raise TransferError(
                     f"transfer_from {path}: component {name} is not in {side} "
                     f"(checkpoint modalities {manifest['item_modalities']}, "
-                    f"target modalities {model.item_encoder.modalities})"
+                    f"target modalities {model.modalities})"
                 )
             continue
         _check_component(name, module, manifest, config, path)
         plan.append((name, module))
-    state = checkpoint["state_dict"]
     for name, module in plan:
-        prefix = COMPONENTS[name]
+        prefix = COMPONENTS[name].prefix
         module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
     loaded = [name for name, _ in plan]
     fresh = [name for name in COMPONENTS if name not in loaded and _module_of(model, name) is not None]

@@ -2,22 +2,17 @@
 
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-import recbole_pmmrec  # noqa: F401  (applies the compatibility patches)
-
 WORDS = ["red", "green", "blue", "pale", "dark", "wool", "silk", "hat", "coat", "shoe", "bag", "ring"]
 
 
 @pytest.fixture(autouse=True)
-def _clean_argv(monkeypatch):
-    """RecBole's Config reads --key=value pairs from sys.argv; keep pytest's out of it."""
-    monkeypatch.setattr(sys, "argv", ["pytest"])
+def _two_threads():
     torch.set_num_threads(2)
 
 
@@ -79,6 +74,35 @@ def write_tiny_dataset(root, name="tiny", n_users=60, n_items=30, seq_len=12, se
                 row["image"] = f"images/i{i}.png"
             f.write(json.dumps(row) + "\n")
     return folder
+
+
+def build_dataset(make_config, data_path, name="tiny", **overrides):
+    """The Config and the filtered PMMRecDataset of a generated dataset."""
+    from recbole_pmmrec.config import Config
+    from recbole_pmmrec.registry import create_dataset
+
+    config = Config("PMMRec", name, config_dict=make_config(data_path, **overrides))
+    return config, create_dataset(config)
+
+
+def build_model(make_config, data_path, name="tiny", **overrides):
+    """``(config, model, train, valid, test)``: a PMMRec on a generated dataset."""
+    from recbole.data import data_preparation
+
+    from recbole_pmmrec.registry import get_model
+
+    config, dataset = build_dataset(make_config, data_path, name, **overrides)
+    train, valid, test = data_preparation(config, dataset)
+    return config, get_model("PMMRec")(config, train._dataset), train, valid, test
+
+
+def rewrite_line(folder, line_no, text, name="tiny"):
+    """Replace line ``line_no`` of a generated dataset's content file."""
+    path = Path(folder) / name / f"{name}.content.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[line_no - 1] = text
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from recbole_pmmrec.config import Config
 def test_numpy_aliases_restored_for_recbole_metrics():
     from recbole.evaluator.metrics import NDCG
 
+    compat.apply()
     # RecBole's NDCG uses np.float, which numpy 2 removed
     pos_index = np.array([[True, False, False], [False, False, True]])
     pos_len = np.array([1, 1])
@@ -77,25 +78,44 @@ def test_pandas_3_is_refused(monkeypatch):
         compat.check_pandas()
 
 
-def test_recbole_trainer_loads_checkpoints_holding_a_config(tmp_path):
-    import recbole.trainer.trainer as trainer_module
+def test_recbole_checkpoints_holding_a_config_load(tmp_path):
+    from recbole_pmmrec.checkpoint import load_checkpoint
 
     config = Config(model="SASRec", dataset="ml-100k", config_dict={"train_neg_sample_args": None})
     path = tmp_path / "ckpt.pth"
     torch.save({"config": config, "state_dict": {"w": torch.ones(2)}}, path)
-    if compat.torch_needs_trusted_load():
+    if torch_needs_trusted_load():
         with pytest.raises(Exception, match="[Ww]eights only load failed"):
-            torch.load(path)  # what RecBole's trainer did before the patch
-    checkpoint = trainer_module.torch.load(path, map_location="cpu")
+            torch.load(path)  # what RecBole's own trainer does
+    checkpoint = load_checkpoint(path, map_location="cpu")
     assert checkpoint["config"]["model"] == "SASRec"
     assert torch.equal(checkpoint["state_dict"]["w"], torch.ones(2))
+
+
+def torch_needs_trusted_load():
+    major, minor = (int(p) for p in torch.__version__.split(".")[:2])
+    return (major, minor) >= (2, 6)
+
+
+def test_patches_are_applied_by_the_config_not_by_importing_the_package():
+    source = (
+        "import numpy as np\n"
+        "import recbole_pmmrec\n"
+        "print('float_' in np.__dict__)\n"
+        "recbole_pmmrec.Config(model='SASRec', dataset='ml-100k', config_dict={'train_neg_sample_args': None})\n"
+        "print('float_' in np.__dict__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = out.stdout.split()
+    assert after == "True" and before == str(not compat.numpy_needs_aliases())
 
 
 def test_entry_points_do_not_need_ray():
     source = (
         "import sys\n"
         "sys.modules['ray'] = None  # any 'import ray' now raises ImportError\n"
-        "import recbole_pmmrec.quick_start, recbole_pmmrec.registry\n"
+        "import recbole_pmmrec.quick_start, recbole_pmmrec.registry, recbole_pmmrec.experiments.benchmark\n"
         "from recbole_pmmrec.quick_start import run_recbole, load_data_and_model, main\n"
         "print('OK')\n"
     )

@@ -21,13 +21,15 @@ def test_wheel_ships_properties_and_uses_them(tmp_path):
         "recbole_pmmrec/properties/model/PMMRec.yaml",
         "recbole_pmmrec/properties/dataset/ml-100k-text.yaml",
         "recbole_pmmrec/properties/overlays/cpu.yaml",
+        "recbole_pmmrec/model/pmmrec.py",
+        "recbole_pmmrec/data/dataset.py",
+        "recbole_pmmrec/experiments/benchmark.py",
     ):
         assert expected in names
     # the unpacked wheel (no source checkout beside it) reads its own properties
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     probe = (
-        "import sys; sys.argv = ['x']\n"
         "from recbole_pmmrec.config import properties_dir, Config\n"
         "print(properties_dir())\n"
         "c = Config(model='PMMRec', dataset='ml-100k-text')\n"

@@ -1,23 +1,18 @@
 """Transfer: multi-source pre-training, component-subset loading, single-modality targets,
 zero-shot evaluation and cold-start splits, on tiny generated datasets."""
 
-import json
-import sys
-import time
-
-import pandas as pd
 import pytest
 import torch
 import yaml
 from recbole.data import data_preparation
 
-from recbole_pmmrec.compat import load_checkpoint
-from recbole_pmmrec.derived_datasets import make_cold_start_dataset, make_transfer_split, merge_sources, read_inter
-from recbole_pmmrec.evaluation import ranking_only, unseen_items, unseen_target_loader
-from recbole_pmmrec.quick_start import build_config, main, run_recbole
+from recbole_pmmrec.checkpoint import CheckpointError, load_checkpoint
+from recbole_pmmrec.config import Config
+from recbole_pmmrec.data.derived import make_cold_start_dataset, read_inter
+from recbole_pmmrec.evaluation import unseen_items, unseen_target_loader
+from recbole_pmmrec.quick_start import main, run_recbole
 from recbole_pmmrec.registry import create_dataset, get_model
 from recbole_pmmrec.transfer import COMPONENTS, TransferError, parse_components
-from recbole_pmmrec.transfer_experiment import transfer_experiment, transfer_experiments
 from tests.conftest import tiny_config, write_tiny_bert, write_tiny_dataset
 
 FAST = {"epochs": 2, "nid_weight": 0.0, "rcl_weight": 0.0}
@@ -35,19 +30,19 @@ def pretrained(tmp_path_factory, tiny_bert, tiny_clip):
 
 
 def build_model(config_dict, model="PMMRec", dataset="target"):
-    config = build_config(model, dataset, config_dict=config_dict)
+    config = Config(model, dataset, config_dict=config_dict)
     data = create_dataset(config)
     train_data, _, _ = data_preparation(config, data)
     return config, get_model(model)(config, train_data._dataset)
 
 
 def component_state(model, name):
-    prefix = COMPONENTS[name]
+    prefix = COMPONENTS[name].prefix
     return {k[len(prefix):]: v for k, v in model.state_dict().items() if k.startswith(prefix)}
 
 
 def checkpoint_state(path, name):
-    prefix = COMPONENTS[name]
+    prefix = COMPONENTS[name].prefix
     return {k[len(prefix):]: v for k, v in load_checkpoint(path)["state_dict"].items() if k.startswith(prefix)}
 
 
@@ -80,19 +75,6 @@ def test_multi_source_pretraining_mixes_sources_without_collisions(pretrained):
     assert set(manifest["components"]) == set(COMPONENTS)
     # the walk is learnable from content: the pre-trained model ranks far better than chance
     assert result["test_result"]["hit@5"] > 0.5
-
-
-def test_per_source_ranking_only_scores_that_source(pretrained, tiny_bert, tiny_clip, tmp_path):
-    root, result = pretrained
-    config, model = build_model(tiny_config(root, tiny_bert, tiny_clip, tmp_path), dataset="a,b")
-    candidates = torch.zeros(model.n_items, dtype=torch.bool)
-    candidates[1:5] = True
-    model.eval()
-    interaction = {model.ITEM_SEQ: torch.tensor([[1, 2, 0]]), model.ITEM_SEQ_LEN: torch.tensor([2])}
-    with ranking_only(model, candidates):
-        scores = model.full_sort_predict(interaction)
-    assert torch.isinf(scores[0, ~candidates]).all() and torch.isfinite(scores[0, candidates]).all()
-    assert torch.isfinite(model.full_sort_predict(interaction)[0, 1:]).all()  # restored
 
 
 def test_component_subset_loads_exactly_those_components(pretrained, tiny_bert, tiny_clip, tmp_path):
@@ -170,24 +152,14 @@ def test_encoder_and_component_presence_errors(pretrained, tiny_bert, tiny_clip,
     with pytest.raises(TransferError, match=r"unknown component\(s\) \['item_embedding'\]"):
         build_model(target_config(root, tiny_bert, tiny_clip, tmp_path, transfer_from=checkpoint,
                                   transfer=["item_embedding"]))
-    with pytest.raises(TransferError, match="checkpoint not found"):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
         build_model(target_config(root, tiny_bert, tiny_clip, tmp_path, transfer_from=str(tmp_path / "no.pth")))
-
-
-def test_cold_start_items_are_only_last_interactions(tmp_path):
-    write_tiny_dataset(tmp_path, name="warm", n_users=40, seed=6)
-    cold = make_cold_start_dataset(tmp_path, "warm", cold_ratio=0.2, by="random", seed=1)
-    inter, _ = read_inter(tmp_path / "warm-cold" / "warm-cold.inter")
-    inter["t"] = inter["timestamp"].astype(float)
-    last = inter.sort_values("t").groupby("user_id").tail(1)
-    assert cold and set(inter.loc[inter["item_id"].isin(cold), "t"]) <= set(last["t"])
-    assert inter["item_id"].isin(cold).sum() == last["item_id"].isin(cold).sum() > 0
 
 
 def test_unseen_test_items_with_pmmrec_and_sasrec(tmp_path, make_config):
     write_tiny_dataset(tmp_path, name="warm", n_users=80, seed=7)
     cold = make_cold_start_dataset(tmp_path, "warm", cold_ratio=0.2, by="time")
-    config = build_config("PMMRec", "warm-cold", config_dict=make_config(tmp_path))
+    config = Config("PMMRec", "warm-cold", config_dict=make_config(tmp_path))
     dataset = create_dataset(config)
     train_data, _, test_data = data_preparation(config, dataset)
     unseen, n_rows = unseen_target_loader(unseen_items(train_data._dataset), test_data)
@@ -208,66 +180,13 @@ def test_unseen_test_items_with_pmmrec_and_sasrec(tmp_path, make_config):
     assert 0.0 <= results["SASRec"]["test_result"]["ndcg@5"] <= 1.0
 
 
-def test_transfer_split_shares_no_user_and_no_item(tmp_path):
-    write_tiny_dataset(tmp_path, name="whole", n_users=90, seed=8)
-    sources, target = make_transfer_split(tmp_path, "whole", n_sources=2)
-    frames = {name: read_inter(tmp_path / name / f"{name}.inter")[0] for name in (*sources, target)}
-    source_users = set(pd.concat([frames[s] for s in sources])["user_id"])
-    source_items = set(pd.concat([frames[s] for s in sources])["item_id"])
-    assert not source_users & set(frames[target]["user_id"])
-    assert not source_items & set(frames[target]["item_id"])
-    assert all(len(f) > 0 for f in frames.values())
-
-
-def test_transfer_experiment_script_on_tiny_data(tmp_path, tiny_bert):
-    write_tiny_dataset(tmp_path, name="whole", n_users=90, seed=9, with_images=False)
-    tiny = {"item_modalities": ["text"], "text_encoder": str(tiny_bert), "text_trainable_layers": 0,
-            "hidden_size": 32, "inner_size": 64, "n_heads": 2, "MAX_ITEM_LIST_LENGTH": 10,
-            "user_inter_num_interval": "[3,inf)", "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-            "nid_weight": 0.0, "rcl_weight": 0.0, "train_batch_size": 16, "learning_rate": 3e-3,
-            "topk": [5], "valid_metric": "NDCG@5"}
-    rows, cold_rows = transfer_experiment(output=tmp_path / "out" / "seed_2020", data_path=str(tmp_path), epochs=1,
-                                          threads=1, dataset="whole", overlay=None, **tiny)
-    assert [r["model"] for r in rows] == [
-        "SASRec (scratch)", "PMMRec (scratch)", "PMMRec (zero-shot)", "PMMRec (fine-tuned)"]
-    assert all(r["status"] == "ok" for r in rows + cold_rows)
-    assert rows[2]["epochs"] == 0 and rows[3]["epochs"] == 1
-    assert cold_rows[0]["n_test_rows"] == cold_rows[1]["n_test_rows"] > 0
-    report = (tmp_path / "out" / "seed_2020" / "transfer.md").read_text()
-    assert "PMMRec (fine-tuned)" in report and "whole-cold" in report and "test on `whole-src1` alone" in report
-    # the seeds' summary reuses a seed that has its report instead of running it again
-    summary = transfer_experiments([2020], output=tmp_path / "out", valid_metric="NDCG@5")
-    assert "| PMMRec (zero-shot) | 0 |" in summary and "| SASRec |" in summary
-
-
-def test_merged_dataset_is_rebuilt_only_when_a_source_changes(tmp_path):
-    write_tiny_dataset(tmp_path, name="a", n_users=5, seed=1, with_images=False)
-    write_tiny_dataset(tmp_path, name="b", n_users=5, seed=2)
-    folder = merge_sources(tmp_path, ["a", "b"], "a+b")
-    content = [json.loads(line) for line in (folder / "a+b.content.jsonl").read_text().splitlines()]
-    images = [row["image"] for row in content if row.get("image")]
-    assert images and all(row["item_id"].startswith("b|") for row in content if row.get("image"))
-    assert all((folder / image).is_file() for image in images)  # rebased onto the sources' folders
-    stamp = (folder / "a+b.inter").stat().st_mtime_ns
-    merge_sources(tmp_path, ["a", "b"], "a+b")
-    assert (folder / "a+b.inter").stat().st_mtime_ns == stamp
-    time.sleep(0.01)
-    write_tiny_dataset(tmp_path, name="b", n_users=7, seed=2)
-    merge_sources(tmp_path, ["a", "b"], "a+b")
-    inter, _ = read_inter(folder / "a+b.inter")
-    assert inter["user_id"].nunique() == 12
-    with pytest.raises(ValueError, match="at least two distinct datasets"):
-        merge_sources(tmp_path, ["a", "a"], "a+a")
-
-
-def test_command_line_transfer_subset_and_zero_shot(pretrained, tiny_bert, tiny_clip, tmp_path, monkeypatch, capsys):
+def test_command_line_transfer_subset_and_zero_shot(pretrained, tiny_bert, tiny_clip, tmp_path, capsys):
     root, result = pretrained
     write_tiny_dataset(root, name="zs", seed=5)
     config_file = tmp_path / "target.yaml"
     config_file.write_text(yaml.safe_dump(target_config(root, tiny_bert, tiny_clip, tmp_path)), encoding="utf-8")
     argv = ["--model=PMMRec", "--dataset=zs", f"--config_files={config_file}",
             f"--transfer_from={result['saved_model_file']}", "--transfer=[text_encoder,user_encoder]", "--epochs=0"]
-    monkeypatch.setattr(sys, "argv", ["run_recbole", *argv])
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "test result: {'hit@5'" in out and "saved model" not in out
@@ -278,3 +197,17 @@ def test_command_line_transfer_subset_and_zero_shot(pretrained, tiny_bert, tiny_
 def test_an_unknown_test_items_value_fails_before_training(tiny_data, make_config):
     with pytest.raises(ValueError, match="test_items must be 'all' or 'unseen', got 'cold'"):
         run_recbole(model="PMMRec", dataset="tiny", config_dict=make_config(tiny_data, test_items="cold"))
+
+
+def test_a_transfer_reads_the_checkpoint_once(pretrained, tiny_bert, tiny_clip, tmp_path, monkeypatch):
+    import recbole_pmmrec.checkpoint as checkpoint_module
+
+    root, result = pretrained
+    write_tiny_dataset(root, name="target", seed=3)
+    reads = []
+    load = checkpoint_module.load_checkpoint
+    monkeypatch.setattr(checkpoint_module, "load_checkpoint", lambda *a, **k: reads.append(a[0]) or load(*a, **k))
+    config, model = build_model(target_config(root, tiny_bert, tiny_clip, tmp_path,
+                                              transfer_from=result["saved_model_file"]))
+    assert [str(r) for r in reads] == [result["saved_model_file"]]  # settings and weights: one read
+    assert same(component_state(model, "user_encoder"), checkpoint_state(result["saved_model_file"], "user_encoder"))

@@ -1,4 +1,4 @@
-"""Item content files: ``NAME.content.jsonl`` (text and image path per item) and image loading.
+"""Item content: the ``NAME.content.jsonl`` file and the tensors the model reads.
 
 One JSON object per line::
 
@@ -9,14 +9,37 @@ One JSON object per line::
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
-from PIL import Image
+
+MODALITIES = ("text", "image")
 
 
 class ContentError(ValueError):
     """A content file or an image it names is malformed or missing."""
+
+
+@dataclass
+class ItemContent:
+    """Item content indexed by RecBole's internal item id (id 0 is padding: no content)."""
+
+    n_items: int
+    text_ids: Optional[torch.Tensor] = None  # [n_items, T] token ids
+    text_mask: Optional[torch.Tensor] = None  # [n_items, T] 1 = real token
+    pixels: Optional[torch.Tensor] = None  # [n_items, 3, S, S] uint8, resized and cropped
+    has_image: Optional[torch.Tensor] = None  # [n_items] float
+
+
+def check_modalities(modalities):
+    """``modalities`` as a list, if it is a non-empty subset of :data:`MODALITIES`."""
+    modalities = list(modalities)
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if not modalities or unknown or len(set(modalities)) != len(modalities):
+        raise ValueError(f"item_modalities must be a non-empty subset of {list(MODALITIES)}, got {modalities}")
+    return modalities
 
 
 def content_file(data_path, dataset_name):
@@ -24,7 +47,7 @@ def content_file(data_path, dataset_name):
 
 
 def read_content_file(path):
-    """Read a content file into ``{item token: (text or None, image path or None)}``.
+    """Read a content file into ``{item token: (text or None, image path or None, line number)}``.
 
     Raises :class:`ContentError` naming the file and line on malformed JSON, a missing or
     repeated ``item_id``, or a field of the wrong type.
@@ -57,28 +80,3 @@ def read_content_file(path):
             text = text if text and text.strip() else None
             content[token] = (text, image or None, line_no)
     return content
-
-
-def check_image(path, where):
-    """Raise :class:`ContentError` if ``path`` is missing or does not decode as an image."""
-    if not path.is_file():
-        raise ContentError(f"{where}: image file not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.verify()
-    except Exception as err:  # PIL raises many types for corrupt files
-        raise ContentError(f"{where}: image file cannot be read: {path} ({err})") from None
-
-
-def load_pixels(paths, item_ids, transform):
-    """Preprocessed pixels ``[N, 3, H, W]`` of ``item_ids``; an item without image
-    (``paths[i]`` is None) gets a black image, which the item encoder masks out."""
-    pixels = []
-    for item_id in item_ids.tolist():
-        path = paths[item_id]
-        if path is None:
-            pixels.append(transform(Image.new("RGB", (8, 8))))
-            continue
-        with Image.open(path) as img:
-            pixels.append(transform(img.convert("RGB")))
-    return torch.stack(pixels)

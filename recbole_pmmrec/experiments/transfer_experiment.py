@@ -1,12 +1,12 @@
 """The transfer experiment of the README, on the bundled data: ``pmmrec-transfer``.
 
 1. Split ``ml-100k-text`` into two source datasets and a target that shares no user and no
-   item with them (:func:`~recbole_pmmrec.derived_datasets.make_transfer_split`).
+   item with them (:func:`~recbole_pmmrec.data.derived.make_transfer_split`).
 2. Pre-train PMMRec on both sources mixed in one run.
 3. On the target: SASRec and PMMRec from scratch, PMMRec zero-shot (the checkpoint, no
    training) and PMMRec fine-tuned from the checkpoint, on identical splits and metrics.
 4. Cold-start: a copy of ``ml-100k-text`` whose newest items occur only as test targets
-   (:func:`~recbole_pmmrec.derived_datasets.make_cold_start_dataset`); PMMRec beside SASRec
+   (:func:`~recbole_pmmrec.data.derived.make_cold_start_dataset`); PMMRec beside SASRec
    on those test rows (``test_items: unseen``).
 
 Every run is a ``run_recbole`` in its own process. Each seed (which also draws the split)
@@ -22,19 +22,20 @@ from pathlib import Path
 
 import yaml
 
-from recbole_pmmrec.benchmark import (
-    DEFAULTS, _plain_argv, benchmark, command_line, markdown_table, resolve_shared, run_isolated, run_row,
-    summarize, write_csv,
-)
 from recbole_pmmrec.config import Config, properties_dir
-from recbole_pmmrec.default_dataset import DEFAULT_DATASET, ensure_default_dataset
-from recbole_pmmrec.derived_datasets import make_cold_start_dataset, make_transfer_split
+from recbole_pmmrec.data.derived import (
+    DEFAULT_DATASET, make_cold_start_dataset, make_transfer_split, prepare_dataset,
+)
+from recbole_pmmrec.experiments.benchmark import DEFAULTS, benchmark, resolve_shared
+from recbole_pmmrec.experiments.report import markdown_table, summarize, write_csv
+from recbole_pmmrec.experiments.runner import command_line, run_isolated, run_row
 
 
-def _data_root(data_path):
-    """The folder holding the dataset folders, as RecBole resolves ``data_path``."""
-    with _plain_argv():
-        config = Config("PMMRec", DEFAULT_DATASET, config_dict={"data_path": data_path} if data_path else None)
+def _prepared_root(dataset, data_path):
+    """The folder holding the dataset folders (as RecBole resolves ``data_path``), with
+    ``dataset`` written there if it is the bundled default."""
+    config = Config("PMMRec", dataset, config_dict={"data_path": data_path} if data_path else None)
+    prepare_dataset(config)
     return Path(config["data_path"]).resolve().parent
 
 
@@ -57,8 +58,7 @@ def transfer_experiment(output="bench_out/transfer", data_path=None, epochs=10, 
     start = time.perf_counter()
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
-    root = _data_root(data_path)
-    ensure_default_dataset(dataset, root / dataset)
+    root = _prepared_root(dataset, data_path)
     sources, target = make_transfer_split(root, dataset, n_sources=2, seed=seed)
     make_cold_start_dataset(root, dataset, cold_ratio=cold_ratio, by="time")
     overlay_files = [str(properties_dir() / "overlays" / f"{overlay}.yaml")] if overlay else []

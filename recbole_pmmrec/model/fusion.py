@@ -5,8 +5,24 @@ Every fusion takes ``(text_tokens, text_mask, image_tokens, image_mask)`` with t
 single-modality model) and returns ``[N, d]``.
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
+
+from recbole_pmmrec.model.settings import ComponentSettings
+
+FUSIONS = ("merge_attention", "sum", "concat")
+
+
+@dataclass(frozen=True)
+class FusionSettings(ComponentSettings):
+    fusion: str
+    fusion_n_heads: int
+    modality_type_embedding: bool
+    fusion_norm_first: bool
+    hidden_size: int
+    layer_norm_eps: float
 
 
 def masked_mean(tokens, mask):
@@ -93,25 +109,21 @@ class ConcatFusion(PooledFusion):
         return self.linear(torch.cat([text, image], dim=-1))
 
 
-FUSIONS = ("merge_attention", "sum", "concat")
-
-
-def build_fusion(config, n_modalities):
-    """The fusion module named by ``config["fusion"]`` (mean pooling for one modality)."""
-    kind, hidden_size = config["fusion"], config["hidden_size"]
+def build_fusion(settings: FusionSettings, n_modalities, dropout):
+    """The fusion module named by ``settings.fusion`` (mean pooling for one modality)."""
     if n_modalities == 1:
         return MeanPoolFusion()
-    if kind == "merge_attention":
+    if settings.fusion == "merge_attention":
         return MergeAttentionFusion(
-            hidden_size,
-            config["fusion_n_heads"],
-            config["hidden_dropout_prob"],
-            config["layer_norm_eps"],
-            config["modality_type_embedding"],
-            config["fusion_norm_first"],
+            settings.hidden_size,
+            settings.fusion_n_heads,
+            dropout,
+            settings.layer_norm_eps,
+            settings.modality_type_embedding,
+            settings.fusion_norm_first,
         )
-    if kind == "sum":
+    if settings.fusion == "sum":
         return SumFusion()
-    if kind == "concat":
-        return ConcatFusion(hidden_size)
-    raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {kind!r}")
+    if settings.fusion == "concat":
+        return ConcatFusion(settings.hidden_size)
+    raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {settings.fusion!r}")

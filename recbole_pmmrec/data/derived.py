@@ -1,5 +1,8 @@
 """Datasets derived from PMMRec datasets (``NAME.inter`` + ``NAME.content.jsonl``) on disk.
 
+- :func:`prepare_dataset`: writes the dataset a config names when it is derived (the bundled
+  default ``ml-100k-text``, or several sources merged), before RecBole reads it.
+- :func:`build_default_dataset`: the bundled ``ml-100k-text`` from RecBole's ml-100k.
 - :func:`merge_sources`: several source datasets mixed into one pre-training dataset, users
   and items prefixed with their source so identities never collide.
 - :func:`make_cold_start_dataset`: a copy in which some items occur only as users' last
@@ -20,10 +23,63 @@ from pathlib import Path
 import pandas as pd
 
 from dataset_converters.atomic import replace_when_done, write_content
-from recbole_pmmrec.content import ContentError, read_content_file
+from recbole_pmmrec.data.content import ContentError, read_content_file
+
+DEFAULT_DATASET = "ml-100k-text"
 
 SOURCE_SEPARATOR = "|"  # merged tokens are "<source>|<token>"
 REQUIRED_COLUMNS = ("user_id", "item_id")
+
+
+def prepare_dataset(config):
+    """Write the dataset ``config`` names if it is derived and not on disk yet: the bundled
+    default, or (``source_datasets``) the merged pre-training dataset of several sources."""
+    sources = config["source_datasets"]
+    if sources:
+        root = Path(config["data_path"]).parent
+        for source in sources:
+            if source == DEFAULT_DATASET:
+                ensure_default_dataset(root / source)
+        merge_sources(root, sources, config["dataset"])
+    elif config["dataset"] == DEFAULT_DATASET:
+        ensure_default_dataset(config["data_path"])
+
+
+def ensure_default_dataset(folder):
+    """Build the bundled default dataset into ``folder`` unless it is there."""
+    if (Path(folder) / f"{DEFAULT_DATASET}.inter").is_file():
+        return
+    getLogger().info(f"building the default dataset {DEFAULT_DATASET} from RecBole's ml-100k into {folder}")
+    build_default_dataset(folder)
+
+
+def build_default_dataset(folder):
+    """``ml-100k-text`` into ``folder``: RecBole's ml-100k ratings unchanged, and per movie
+    the text "<title> (<year>). Genres: <g1>, <g2>." (no images)."""
+    import json
+    import shutil
+
+    import recbole
+
+    source = Path(recbole.__file__).resolve().parent / "dataset_example" / "ml-100k"
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with replace_when_done(folder / f"{DEFAULT_DATASET}.content.jsonl") as dst, open(
+        source / "ml-100k.item", encoding="utf-8"
+    ) as src:
+        columns = [h.split(":")[0] for h in src.readline().rstrip("\n").split("\t")]
+        for line in src:
+            row = dict(zip(columns, line.rstrip("\n").split("\t")))
+            text = row["movie_title"].strip()
+            if row.get("release_year", "").strip():
+                text += f" ({row['release_year'].strip()})"
+            if row.get("class", "").split():
+                text += ". Genres: " + ", ".join(row["class"].split())
+            dst.write(json.dumps({"item_id": row["item_id"], "text": text + "."}, ensure_ascii=False) + "\n")
+    tmp = folder / f"{DEFAULT_DATASET}.inter.tmp"
+    shutil.copyfile(source / "ml-100k.inter", tmp)
+    os.replace(tmp, folder / f"{DEFAULT_DATASET}.inter")
+    return folder
 
 
 def read_inter(path):

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_pmmrec.item_encoder import ItemEncoder, ItemVectors
-from recbole_pmmrec.losses import inbatch_softmax_loss, next_item_targets, user_item_mask
-from recbole_pmmrec.transfer import build_manifest, load_components, parse_components
-from recbole_pmmrec.user_encoder import UserEncoder
+from recbole_pmmrec.model.item_encoder import ItemEncoder, ItemVectors
+from recbole_pmmrec.model.losses import inbatch_softmax_loss, next_item_targets, user_item_mask
+from recbole_pmmrec.model.user_encoder import UserEncoder, UserEncoderSettings
+from recbole_pmmrec.transfer import build_manifest, load_components, parse_components, transfer_source
 
 LOSS_TYPES = ("inbatch", "CE")
 
@@ -29,8 +29,7 @@ class TrainBatch:
     seq_index: torch.Tensor  # [B, L] index into unique, -1 = padding
     target_index: torch.Tensor  # [B, L] index into unique, -1 = none
     states: torch.Tensor  # [B, L, d] user states
-    noisy_states: Optional[torch.Tensor] = None  # [B, L, d] user states of corrupted sequences
-    noise_labels: Optional[torch.Tensor] = None  # [B, L] NID classes, -1 = padding
+    noisy_states: Optional[torch.Tensor] = None  # [B, L, d] user states of the corrupted sequences
 
     def row_of_position(self):
         return torch.arange(self.item_seq.shape[0], device=self.item_seq.device).unsqueeze(1).expand_as(self.targets)
@@ -68,7 +67,9 @@ class PMMRec(SequentialRecommender):
         self.initializer_range = config["initializer_range"]
 
         self.item_encoder = ItemEncoder(config, dataset.item_content)
-        self.user_encoder = UserEncoder(config)
+        self.user_encoder = UserEncoder(
+            UserEncoderSettings.from_config(config), config["hidden_dropout_prob"], config["attn_dropout_prob"]
+        )
         # noised item detection head: per-position clean / shuffled / replaced (or clean / noised)
         self.nid_head = None
         if config["nid_weight"]:
@@ -76,17 +77,22 @@ class PMMRec(SequentialRecommender):
                 raise ValueError(f"nid_classes must be 2 or 3, got {config['nid_classes']}")
             self.nid_head = nn.Linear(config["hidden_size"], config["nid_classes"])
         counts = dataset.item_train_counts
+        # the items that occur in training: NID draws its replacement items from them
         self.register_buffer("train_items", torch.nonzero(counts > 0).squeeze(1), persistent=False)
         counts = counts.clamp(min=1.0)
         self.register_buffer("log_q", (counts / counts.sum()).log(), persistent=False)
         for module in self.new_modules():
             module.apply(self._init_weights)
         if config["transfer_from"]:
-            load_components(self, config, config["transfer_from"], parse_components(config["transfer"]))
+            load_components(self, config, transfer_source(config), parse_components(config["transfer"]))
         # saved in every checkpoint by RecBole's trainer (other_parameter): what a transfer needs
         self.other_parameter_name = ["transfer_manifest"]
         self.transfer_manifest = build_manifest(self, config)
         self._all_item_cache = None
+
+    @property
+    def modalities(self):
+        return self.item_encoder.modalities
 
     def new_modules(self):
         """The modules trained from scratch (everything but the pre-trained backbones)."""
@@ -162,17 +168,13 @@ class PMMRec(SequentialRecommender):
         return self.gather_indexes(states, item_seq_len - 1)
 
     # training
-    def encode_batch(self, interaction, corrupt=None):
+    def encode_batch(self, interaction, noisy_seq=None):
         """Encode a training batch once for every objective: the unique items' vectors, the
-        per-position user states and targets, and (with ``corrupt``, a function of
-        ``(item_seq, item_seq_len)`` returning a corrupted copy and per-position noise
-        labels) the user states of the corrupted sequences."""
+        per-position user states and targets, and (given ``noisy_seq``, a corrupted copy of
+        the histories ``[B, L]``) the user states of the corrupted histories."""
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         targets = next_item_targets(item_seq, item_seq_len, interaction[self.POS_ITEM_ID], self.every_position)
-        noisy_seq = noise_labels = None
-        if corrupt is not None:
-            noisy_seq, noise_labels = corrupt(item_seq, item_seq_len)
         unique, vectors = self._unique_items(*(t for t in (item_seq, targets, noisy_seq) if t is not None))
         seq_index = self._index_in(unique, item_seq)
         batch = TrainBatch(
@@ -188,7 +190,6 @@ class PMMRec(SequentialRecommender):
         if noisy_seq is not None:
             noisy_index = self._index_in(unique, noisy_seq)
             batch.noisy_states = self.user_states(noisy_seq, self._gather_vectors(vectors.fused, noisy_index))
-            batch.noise_labels = noise_labels
         return batch
 
     def recommendation_loss(self, batch):
@@ -202,6 +203,10 @@ class PMMRec(SequentialRecommender):
             exclude = batch.user_items()[batch.row_of_position()[valid]]
         log_q = self.log_q[batch.unique] if self.logq_correction else None
         return inbatch_softmax_loss(batch.states[valid], batch.target_index[valid], batch.vectors.fused, log_q, exclude)
+
+    def noise_logits(self, states):
+        """NID head: per-position noise-class logits of user states ``[..., d]``."""
+        return self.nid_head(states)
 
     # RecBole contract
     def calculate_loss(self, interaction):

@@ -2,15 +2,15 @@
 
 import csv
 import shlex
-import sys
 
 import pytest
 import yaml
 from PIL import Image
 
-from conftest import tiny_config, write_tiny_dataset
-from recbole_pmmrec import benchmark as bm
 from recbole_pmmrec.config import Config, properties_dir
+from recbole_pmmrec.experiments import benchmark as bm
+from recbole_pmmrec.experiments.runner import run_isolated, run_row
+from tests.conftest import tiny_config, write_tiny_dataset
 
 SHARED_KEYS = {"data_path", "checkpoint_dir", "MAX_ITEM_LIST_LENGTH", "metrics", "topk", "valid_metric",
                "state", "load_col", "show_progress", "stopping_step", "eval_batch_size"}
@@ -28,7 +28,6 @@ def bench(tmp_path_factory, tiny_bert, tiny_clip):
     tiny.write_text(yaml.safe_dump(config), encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)  # RecBole writes log/ and log_tensorboard/ into the working folder
-        mp.setattr(sys, "argv", ["pytest"])
         rows = bm.benchmark("tiny", f"PMMRec[{tiny}+text],SASRec,NoSuchModel", seeds=(2020, 2021),
                             output=root / "out", threads=1, epochs=1, **shared)
     return {"rows": rows, "root": root, "out": root / "out", "shared": shared}
@@ -65,8 +64,8 @@ def test_an_error_inside_a_run_comes_back_as_its_message(bench, monkeypatch):
     """SASRec refuses a width that its heads do not divide, after RecBole's logging started."""
     monkeypatch.chdir(bench["root"])
     files = [str(bench["out"] / "shared.yaml")]
-    result = bm.run_isolated("SASRec", "tiny", files, {"hidden_size": 30, "n_heads": 4, "train_neg_sample_args": None}, threads=1)
-    row = bm.run_row(result)
+    result = run_isolated("SASRec", "tiny", files, {"hidden_size": 30, "n_heads": 4, "train_neg_sample_args": None}, threads=1)
+    row = run_row(result)
     assert row["status"].startswith("failed: ValueError: The hidden size (30)"), row
     assert row["log_file"].endswith(".log")
 
@@ -85,7 +84,7 @@ def test_plot_decodes(bench):
         assert image.size[0] > 600
 
 
-def test_runs_record_logs_checkpoints_and_a_reproducing_command(bench, tmp_path, monkeypatch):
+def test_runs_record_logs_checkpoints_and_a_reproducing_command(bench):
     runs = _read_csv(bench["out"] / "runs.csv")
     assert len(runs) == 2 * 3
     sasrec = [r for r in runs if r["model"] == "SASRec"]
@@ -96,8 +95,7 @@ def test_runs_record_logs_checkpoints_and_a_reproducing_command(bench, tmp_path,
         assert args[:3] == ["run_recbole", "--model=SASRec", "--dataset=tiny"]
         # the command line resolves to the same settings as the run
         files = args[3].split("=", 1)[1].split()
-        monkeypatch.setattr(sys, "argv", args)
-        config = Config("SASRec", "tiny", config_file_list=files)
+        config = Config("SASRec", "tiny", config_file_list=files, argv=args[4:])
         assert config["seed"] == int(run["seed"]) and config["epochs"] == 1
         assert config["topk"] == [5] and config["MAX_ITEM_LIST_LENGTH"] == 10
         assert config["train_neg_sample_args"]["distribution"] == "none"

