@@ -100,7 +100,8 @@ class Config(RecBoleConfig):
             self.internal_config_dict["load_col"] = {"inter": ["user_id", "item_id", "timestamp"]}
         checkpoint = self.external_config_dict.get("transfer_from")
         if checkpoint and model in plugin_models():
-            self.transfer_checkpoint = read_pmmrec_checkpoint(checkpoint)
+            trust = bool(self.external_config_dict.get("trust_checkpoint"))
+            self.transfer_checkpoint = read_pmmrec_checkpoint(checkpoint, trust=trust)
             self.internal_config_dict.update(self.transfer_checkpoint.manifest["architecture"])
 
     def __getstate__(self):

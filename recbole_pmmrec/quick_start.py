@@ -14,7 +14,7 @@ import torch
 from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
-from recbole_pmmrec.checkpoint import load_checkpoint
+from recbole_pmmrec.checkpoint import load_checkpoint, plain
 from recbole_pmmrec.config import Config
 from recbole_pmmrec.evaluation import evaluate_by_source, unseen_items, unseen_target_loader
 from recbole_pmmrec.registry import create_dataset, get_model, get_trainer
@@ -93,6 +93,8 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     )
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if config["resume_from"]:
+        trainer.resume_checkpoint(config["resume_from"], train_data)
     start = time.perf_counter()
     best_valid_score, best_valid_result, trained = _fit(trainer, config, train_data, valid_data, saved)
     fit_seconds = time.perf_counter() - start
@@ -138,20 +140,26 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     }
 
 
-def load_data_and_model(model_file, config_dict=None):
+def load_data_and_model(model_file, config_dict=None, trust_checkpoint=False):
     """Load a saved model with its filtered dataset and split dataloaders.
 
-    ``config_dict`` overrides entries of the saved config (e.g. ``{"data_path": ...}`` when
-    the dataset has moved).
+    The Config is rebuilt from the settings the checkpoint holds; ``config_dict`` overrides
+    some of them (e.g. ``{"data_path": ...}`` when the dataset has moved). A RecBole-format
+    checkpoint (a pickled Config) loads only with ``trust_checkpoint=True``.
     Returns ``(config, model, dataset, train_data, valid_data, test_data)``.
     """
-    checkpoint = load_checkpoint(model_file, map_location="cpu")
-    config = checkpoint["config"]
-    config["transfer_from"] = None  # the checkpoint holds every weight already
-    for key, value in (config_dict or {}).items():
-        config[key] = value
-    if not torch.cuda.is_available():
-        config["device"] = torch.device("cpu")
+    checkpoint = load_checkpoint(model_file, map_location="cpu", trust=trust_checkpoint)
+    overrides = {"trust_checkpoint": trust_checkpoint, **(config_dict or {})}
+    if "settings" in checkpoint:
+        settings = checkpoint["settings"]
+        config = Config(settings["model"], settings["dataset"], config_dict={**settings["config_dict"], **overrides})
+    else:  # RecBole's format, trusted: its pickled Config
+        config = checkpoint["config"]
+        config["transfer_from"] = None  # the checkpoint holds every weight already
+        for key, value in overrides.items():
+            config[key] = value
+        if not torch.cuda.is_available():
+            config["device"] = torch.device("cpu")
     dataset, train_data, valid_data, test_data, model = build(config)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
@@ -172,10 +180,10 @@ def main(argv=None):
     args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     config_files = args.config_files.strip().split() if args.config_files else None
     result = run_recbole(model=args.model, dataset=args.dataset, config_file_list=config_files, argv=overrides)
-    print(f"best valid: {dict(result['best_valid_result'])}")
-    print(f"test result: {dict(result['test_result'])}")
+    print(f"best valid: {plain(result['best_valid_result'])}")
+    print(f"test result: {plain(result['test_result'])}")
     for source, source_result in result["test_result_by_source"].items():
-        print(f"test result [{source}]: {dict(source_result)}")
+        print(f"test result [{source}]: {plain(source_result)}")
     if result["saved_model_file"]:
         print(f"saved model: {result['saved_model_file']}")
     return 0

@@ -19,12 +19,15 @@ import os
 import time
 import uuid
 from functools import lru_cache
+from pathlib import Path
 
 import torch.nn.functional as F
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
-from recbole_pmmrec.checkpoint import load_checkpoint
+from recbole_pmmrec.checkpoint import (
+    CheckpointError, load_checkpoint, plain, restore_rng_states, rng_states, run_settings, save_checkpoint,
+)
 from recbole_pmmrec.model.losses import corrupt_sequences, nicl_loss, rcl_loss
 
 OBJECTIVES = ("nicl", "nid", "rcl")
@@ -37,7 +40,11 @@ class PluginTrainerMixin:
     - a unique checkpoint name per run: RecBole names it by model and start second only,
       so runs started in the same second would overwrite each other's file (and PMMRec,
       whose shapes do not depend on the dataset, would load the other run's weights);
-    - checkpoints read by :func:`recbole_pmmrec.checkpoint.load_checkpoint`;
+    - checkpoints of tensors and plain data, written atomically, loaded with
+      ``weights_only=True`` (:mod:`recbole_pmmrec.checkpoint`);
+    - a resume state written at the start of every epoch (``<checkpoint>.resume.pth``, removed
+      when training ends): :meth:`resume_checkpoint` continues a killed run from it, with the
+      model, optimiser, counters and every RNG (the loader's shuffling too) restored;
     - ``evaluate(..., candidates=mask)``: full ranking among the ``candidates`` items only.
     """
 
@@ -46,30 +53,88 @@ class PluginTrainerMixin:
         stem, ext = os.path.splitext(self.saved_model_file)
         self.saved_model_file = f"{stem}-{uuid.uuid4().hex[:6]}{ext}"
         self.epoch_seconds = []
+        self.resume_file = None
         self._candidates = None
 
-    def _train_epoch(self, *args, **kwargs):
+    def _checkpoint_state(self, epoch):
+        return {
+            "settings": run_settings(self.config),
+            "config": plain(self.config.final_config_dict),
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        path = kwargs.pop("saved_model_file", self.saved_model_file)
+        save_checkpoint(self._checkpoint_state(epoch), path)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {path}")
+
+    def _save_resume_state(self, train_data, epoch_idx):
+        """Everything needed to run epoch ``epoch_idx`` and the rest as this run would."""
+        state = self._checkpoint_state(epoch_idx)
+        state.update(
+            best_valid_result=plain(self.best_valid_result),
+            train_loss_dict={int(k): plain(v) for k, v in self.train_loss_dict.items()},
+            epoch_seconds=list(self.epoch_seconds),
+            saved_model_file=self.saved_model_file,
+            rng=rng_states(),
+            loader_rng=train_data.generator.get_state(),
+        )
+        save_checkpoint(state, self.resume_file)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if saved and self.resume_file is None:
+            self.resume_file = os.path.splitext(self.saved_model_file)[0] + ".resume.pth"
+        result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        if self.resume_file:  # the run is complete: nothing to resume
+            Path(self.resume_file).unlink(missing_ok=True)
+        return result
+
+    def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+        if self.resume_file and (self.config["single_spec"] or self.config["local_rank"] == 0):
+            self._save_resume_state(train_data, epoch_idx)
         start = time.perf_counter()
-        loss = super()._train_epoch(*args, **kwargs)
+        loss = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
         self.epoch_seconds.append(time.perf_counter() - start)
         return loss
 
     def load_weights(self, checkpoint_file):
         """Load the model's weights from a checkpoint file written by this trainer."""
-        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device, trust=self.config["trust_checkpoint"])
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         return checkpoint
 
-    def resume_checkpoint(self, resume_file):
-        checkpoint = self.load_weights(resume_file)
-        self.saved_model_file = str(resume_file)
-        self.start_epoch = checkpoint["epoch"] + 1
-        self.cur_step = checkpoint["cur_step"]
-        self.best_valid_score = checkpoint["best_valid_score"]
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+    def resume_checkpoint(self, resume_file, train_data=None):
+        """Continue the run whose resume state is ``resume_file`` (written at the start of its
+        last epoch): that epoch and the rest run as they would have without the interruption.
+        The run's settings must be the same (``epochs`` may differ)."""
+        state = load_checkpoint(resume_file, map_location=self.device, trust=self.config["trust_checkpoint"])
+        if "rng" not in state:
+            raise CheckpointError(f"{resume_file} is not a resume state (written as <checkpoint>.resume.pth)")
+        differ = _differing_settings(state["settings"], run_settings(self.config), ignore=("resume_from", "epochs"))
+        if differ:
+            raise CheckpointError(f"resume_from {resume_file}: the run's settings differ: {'; '.join(differ)}")
+        self.model.load_state_dict(state["state_dict"])
+        self.model.load_other_parameter(state.get("other_parameter"))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch, self.cur_step = state["epoch"], state["cur_step"]
+        self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"]
+        self.train_loss_dict = dict(state["train_loss_dict"])
+        self.epoch_seconds = list(state["epoch_seconds"])
+        self.saved_model_file, self.resume_file = state["saved_model_file"], str(resume_file)
+        restore_rng_states(state["rng"])
+        if train_data is not None:
+            train_data.generator.set_state(state["loader_rng"])
+        self.logger.info(f"resumed from {resume_file}: training continues at epoch {self.start_epoch}")
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False, candidates=None):
         """RecBole's evaluation; ``candidates`` (a bool tensor over item ids) restricts the
@@ -87,6 +152,15 @@ class PluginTrainerMixin:
         if self._candidates is not None:
             scores = scores.masked_fill(~self._candidates, float("-inf"))
         return interaction, scores, positive_u, positive_i
+
+
+def _differing_settings(saved, current, ignore=()):
+    """``key: saved vs current`` for the settings that differ between two runs."""
+    if saved["model"] != current["model"] or saved["dataset"] != current["dataset"]:
+        return [f"model/dataset {saved['model']}/{saved['dataset']} vs {current['model']}/{current['dataset']}"]
+    old, new = saved["config_dict"], current["config_dict"]
+    keys = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
+    return [f"{k}: {old.get(k)!r} vs {new.get(k)!r}" for k in keys]
 
 
 @lru_cache(maxsize=None)

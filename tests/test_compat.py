@@ -78,8 +78,8 @@ def test_pandas_3_is_refused(monkeypatch):
         compat.check_pandas()
 
 
-def test_recbole_checkpoints_holding_a_config_load(tmp_path):
-    from recbole_pmmrec.checkpoint import load_checkpoint
+def test_recbole_checkpoints_holding_a_config_load_only_when_trusted(tmp_path):
+    from recbole_pmmrec.checkpoint import CheckpointError, load_checkpoint
 
     config = Config(model="SASRec", dataset="ml-100k", config_dict={"train_neg_sample_args": None})
     path = tmp_path / "ckpt.pth"
@@ -87,7 +87,9 @@ def test_recbole_checkpoints_holding_a_config_load(tmp_path):
     if torch_needs_trusted_load():
         with pytest.raises(Exception, match="[Ww]eights only load failed"):
             torch.load(path)  # what RecBole's own trainer does
-    checkpoint = load_checkpoint(path, map_location="cpu")
+    with pytest.raises(CheckpointError, match="trust_checkpoint=True"):
+        load_checkpoint(path, map_location="cpu")
+    checkpoint = load_checkpoint(path, map_location="cpu", trust=True)
     assert checkpoint["config"]["model"] == "SASRec"
     assert torch.equal(checkpoint["state_dict"]["w"], torch.ones(2))
 
