@@ -12,13 +12,22 @@ applies them once, before anything else of RecBole's runs.
   silent no-op. setup.py pins ``pandas<3`` (see README); :func:`check_pandas` refuses to run
   on pandas 3 rather than produce silently wrong data.
 
+- RecBole's ``model/sequential_recommender/sine.py`` calls
+  ``torch.autograd.set_detect_anomaly(True)`` when it is imported, which happens on any
+  lookup of a RecBole model: every later backward pass in the process runs in anomaly mode,
+  about 4x slower (measured on PMMRec's training step). :func:`end_anomaly_mode` turns it
+  off; the plugin's model lookup calls it after importing RecBole's models.
+
 torch >= 2.6's ``weights_only`` loading is handled by the trainers
 (:class:`~recbole_pmmrec.trainer.PluginTrainerMixin`), and ``recbole.quick_start``, which
 imports ``ray``, is never imported (see :mod:`recbole_pmmrec.quick_start`).
 """
 
+from logging import getLogger
+
 import numpy as np
 import pandas as pd
+import torch
 
 _NUMPY_ALIASES = {
     "bool": np.bool_,
@@ -59,6 +68,13 @@ def check_pandas():
             "pandas 3 (token_seq remapping fails and fillna(inplace=True) silently does "
             "nothing). Install 'pandas>=2.2,<3' (setup.py pins it)."
         )
+
+
+def end_anomaly_mode():
+    """Turn off autograd anomaly detection if RecBole's import of its models turned it on."""
+    if torch.is_anomaly_enabled():
+        torch.autograd.set_detect_anomaly(False)
+        getLogger().info("autograd anomaly detection (enabled by RecBole's sine.py on import) turned off")
 
 
 def apply():

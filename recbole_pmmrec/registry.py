@@ -12,6 +12,7 @@ from recbole.data import create_dataset as recbole_create_dataset
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
+from recbole_pmmrec.compat import end_anomaly_mode
 from recbole_pmmrec.data.derived import prepare_dataset
 from recbole_pmmrec.trainer import with_plugin_features
 
@@ -35,10 +36,13 @@ def plugin_models():
 
 
 def get_model(model_name):
-    """The model class for ``model_name``: this plugin's first, then RecBole's."""
+    """The model class for ``model_name``: this plugin's first, then RecBole's (whose import
+    of its models would leave autograd in anomaly mode, see :mod:`recbole_pmmrec.compat`)."""
     if model_name in _PLUGIN_MODELS:
         return _load(_PLUGIN_MODELS[model_name][0])
-    return recbole_get_model(model_name)
+    model_class = recbole_get_model(model_name)
+    end_anomaly_mode()
+    return model_class
 
 
 def get_trainer(model_type, model_name):

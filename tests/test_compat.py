@@ -123,3 +123,17 @@ def test_entry_points_do_not_need_ray():
     )
     out = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True)
     assert out.stdout.strip() == "OK", out.stderr[-2000:]
+
+
+def test_recbole_model_lookup_leaves_autograd_out_of_anomaly_mode():
+    source = (
+        "import torch\n"
+        "from recbole.utils import get_model\n"
+        "get_model('SASRec')\n"
+        "print(torch.is_anomaly_enabled())\n"
+        "from recbole_pmmrec.registry import get_model as plugin_get_model\n"
+        "plugin_get_model('GRU4Rec')\n"
+        "print(torch.is_anomaly_enabled())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "False"], out.stderr[-2000:]  # RecBole's import turns it on
