@@ -3,10 +3,12 @@
 import os
 from pathlib import Path
 
+import torch
 from recbole.config import Config as RecBoleConfig
 
 from recbole_pmmrec import compat
 from recbole_pmmrec.checkpoint import read_pmmrec_checkpoint
+from recbole_pmmrec.distributed import init_process_group, launch_settings
 from recbole_pmmrec.registry import get_model, plugin_models
 
 
@@ -103,6 +105,27 @@ class Config(RecBoleConfig):
             trust = bool(self.external_config_dict.get("trust_checkpoint"))
             self.transfer_checkpoint = read_pmmrec_checkpoint(checkpoint, trust=trust)
             self.internal_config_dict.update(self.transfer_checkpoint.manifest["architecture"])
+
+    def _init_device(self):
+        """RecBole's device choice, or, in a distributed run (RecBole's keys or torchrun's
+        environment), joining the process group with ``nccl`` on GPUs or ``gloo`` on the
+        CPU (RecBole's own only knows ``nccl``)."""
+        launch = launch_settings(self.final_config_dict)
+        if launch is None:
+            return super()._init_device()
+        global_rank, size, local_rank, init_method = launch
+        use_cuda = bool(self.final_config_dict["use_gpu"]) and torch.cuda.is_available()
+        init_process_group(global_rank, size, init_method, use_cuda)
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        self.final_config_dict.update(
+            device=torch.device("cuda", local_rank) if use_cuda else torch.device("cpu"),
+            single_spec=False,
+            local_rank=local_rank,
+            world_size=size,
+        )
+        if global_rank != 0:  # one process logs and saves
+            self.final_config_dict.update(state="error", show_progress=False, verbose=False)
 
     def __getstate__(self):
         """Pickled without the transfer checkpoint's weights (RecBole saves the Config in

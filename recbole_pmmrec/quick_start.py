@@ -5,6 +5,7 @@ import ``ray`` (RecBole's quick_start module imports it at top level).
 """
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -16,6 +17,7 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_pmmrec.checkpoint import load_checkpoint, plain
 from recbole_pmmrec.config import Config
+from recbole_pmmrec.distributed import rank as distributed_rank
 from recbole_pmmrec.evaluation import evaluate_by_source, unseen_items, unseen_target_loader
 from recbole_pmmrec.registry import create_dataset, get_model, get_trainer
 
@@ -33,6 +35,8 @@ def init_logging(config):
     result lines and warnings (the log file keeps everything)."""
     if config["console_log"] not in (None, *CONSOLE_LOGS):
         raise ValueError(f"console_log must be one of {CONSOLE_LOGS}, got {config['console_log']!r}")
+    # RecBole creates ./log/<model> with a check-then-create that races between processes
+    os.makedirs(os.path.join("log", config["model"]), exist_ok=True)
     init_logger(config)
     if config["console_log"] == "epochs":
         for handler in getLogger().handlers:
@@ -56,10 +60,22 @@ def build(config):
     dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    if not config["single_spec"]:  # every process evaluates every user: results equal one process's
+        valid_data, test_data = _whole_eval_loaders(config, (valid_data, test_data))
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model)
     return dataset, train_data, valid_data, test_data, model
+
+
+def _whole_eval_loaders(config, loaders):
+    """The evaluation ``loaders`` over every user: RecBole shards them by process and pads
+    the shards with repeated users, which would change the metrics."""
+    config["single_spec"] = True  # read by the loaders as they are built
+    try:
+        return [type(loader)(config, loader._dataset, loader._sampler, shuffle=False) for loader in loaders]
+    finally:
+        config["single_spec"] = False
 
 
 def _fit(trainer, config, train_data, valid_data, saved):
@@ -167,8 +183,29 @@ def load_data_and_model(model_file, config_dict=None, trust_checkpoint=False):
     return config, model, dataset, train_data, valid_data, test_data
 
 
+def _run_process(local_rank, queue, run_args, launch):
+    """One process of a ``--nproc`` run; rank 0 sends its result back."""
+    model, dataset, config_files, overrides = run_args
+    result = run_recbole(model, dataset, config_files, {**launch, "local_rank": local_rank}, argv=overrides)
+    if local_rank + launch["offset"] == 0:
+        queue.put(plain({k: v for k, v in result.items() if k != "train_loss_by_epoch"}))
+
+
+def run_processes(nproc, run_args, world_size=None, ip="localhost", port=5678, group_offset=0):
+    """``run_recbole`` in ``nproc`` processes of this machine (torch's ``multiprocessing.spawn``,
+    as RecBole does), ranks ``group_offset .. group_offset + nproc - 1`` of ``world_size``;
+    returns rank 0's result (None on other machines)."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    queue = context.SimpleQueue()
+    launch = {"nproc": nproc, "world_size": world_size or nproc, "ip": ip, "port": port, "offset": group_offset}
+    mp.spawn(_run_process, args=(queue, run_args, launch), nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()
+
+
 def main(argv=None):
-    """``run_recbole --model=NAME --dataset=NAME [--config_files="a.yaml b.yaml"] [--key=value ...]``"""
+    """``run_recbole --model=NAME --dataset=NAME [--config_files="a.yaml b.yaml"] [--nproc=N] [--key=value ...]``"""
     parser = argparse.ArgumentParser(
         prog="run_recbole",
         description="Train and test PMMRec or any RecBole model. Other --key=value pairs "
@@ -177,9 +214,20 @@ def main(argv=None):
     parser.add_argument("--model", "-m", default="PMMRec")
     parser.add_argument("--dataset", "-d", default="ml-100k-text")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files")
+    parser.add_argument("--nproc", type=int, default=1, help="processes on this machine (torch.distributed)")
+    parser.add_argument("--world_size", type=int, default=None, help="processes on all machines (default nproc)")
+    parser.add_argument("--ip", default="localhost", help="address of the machine running rank 0")
+    parser.add_argument("--port", type=int, default=5678, help="port of rank 0")
+    parser.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
     args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     config_files = args.config_files.strip().split() if args.config_files else None
-    result = run_recbole(model=args.model, dataset=args.dataset, config_file_list=config_files, argv=overrides)
+    run_args = (args.model, args.dataset, config_files, overrides)
+    if args.nproc > 1 or (args.world_size or 1) > 1:
+        result = run_processes(args.nproc, run_args, args.world_size, args.ip, args.port, args.group_offset)
+    else:
+        result = run_recbole(*run_args[:3], argv=overrides)
+    if result is None or distributed_rank() != 0:
+        return 0
     print(f"best valid: {plain(result['best_valid_result'])}")
     print(f"test result: {plain(result['test_result'])}")
     for source, source_result in result["test_result_by_source"].items():

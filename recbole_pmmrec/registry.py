@@ -14,6 +14,7 @@ from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_pmmrec.compat import end_anomaly_mode
 from recbole_pmmrec.data.derived import prepare_dataset
+from recbole_pmmrec.distributed import barrier, rank
 from recbole_pmmrec.trainer import with_plugin_features
 
 # model name -> "module:Class" of its model, dataset and trainer
@@ -59,7 +60,9 @@ def create_dataset(config):
     A derived dataset the config names (the bundled default, merged sources) is written to
     disk first (:func:`recbole_pmmrec.data.derived.prepare_dataset`).
     """
-    prepare_dataset(config)
+    if rank() == 0:  # one process writes it, the others wait
+        prepare_dataset(config)
+    barrier()
     if config["model"] in _PLUGIN_MODELS:
         return _load(_PLUGIN_MODELS[config["model"]][1])(config)
     return recbole_create_dataset(config)

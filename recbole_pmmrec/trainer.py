@@ -23,11 +23,14 @@ from pathlib import Path
 
 import torch.nn.functional as F
 from recbole.trainer import Trainer
+from recbole.trainer.trainer import AbstractTrainer
 from recbole.utils import set_color
+from torch.nn.parallel import DistributedDataParallel
 
 from recbole_pmmrec.checkpoint import (
     CheckpointError, load_checkpoint, plain, restore_rng_states, rng_states, run_settings, save_checkpoint,
 )
+from recbole_pmmrec.distributed import barrier, from_rank_zero, gather_rows, share_of_mean
 from recbole_pmmrec.model.losses import corrupt_sequences, nicl_loss, rcl_loss
 
 OBJECTIVES = ("nicl", "nid", "rcl")
@@ -51,7 +54,7 @@ class PluginTrainerMixin:
     def __init__(self, config, model):
         super().__init__(config, model)
         stem, ext = os.path.splitext(self.saved_model_file)
-        self.saved_model_file = f"{stem}-{uuid.uuid4().hex[:6]}{ext}"
+        self.saved_model_file = from_rank_zero(f"{stem}-{uuid.uuid4().hex[:6]}{ext}")
         self.epoch_seconds = []
         self.resume_file = None
         self._candidates = None
@@ -140,6 +143,7 @@ class PluginTrainerMixin:
         """RecBole's evaluation; ``candidates`` (a bool tensor over item ids) restricts the
         full ranking to those items (every other item scores -inf)."""
         if load_best_model:
+            barrier()  # in a distributed run, rank 0 has written it
             self.load_weights(model_file or self.saved_model_file)
         self._candidates = None if candidates is None else candidates.to(self.device)
         try:
@@ -163,15 +167,30 @@ def _differing_settings(saved, current, ignore=()):
     return [f"{k}: {old.get(k)!r} vs {new.get(k)!r}" for k in keys]
 
 
+class ProcessGroupTrainer(AbstractTrainer):
+    """The base of every plugin trainer, between RecBole's trainer and its
+    ``AbstractTrainer``: in a distributed run the model is wrapped in DDP as its device
+    allows (RecBole passes ``device_ids=[local_rank]``, which only CUDA modules accept, so
+    its runs on CPU processes fail); RecBole's training loop then averages the gradients."""
+
+    def __init__(self, config, model):
+        self.config = config
+        self.model = model
+        if not config["single_spec"]:
+            device_ids = [config["local_rank"]] if config["device"].type == "cuda" else None
+            self.distributed_model = DistributedDataParallel(model, device_ids=device_ids)
+
+
 @lru_cache(maxsize=None)
 def with_plugin_features(trainer_class):
-    """``trainer_class`` with :class:`PluginTrainerMixin` mixed in (itself if it has it)."""
+    """``trainer_class`` with :class:`PluginTrainerMixin` and :class:`ProcessGroupTrainer`
+    in its bases (itself if it has them)."""
     if issubclass(trainer_class, PluginTrainerMixin):
         return trainer_class
-    return type(trainer_class.__name__, (PluginTrainerMixin, trainer_class), {})
+    return type(trainer_class.__name__, (PluginTrainerMixin, trainer_class, ProcessGroupTrainer), {})
 
 
-class PMMRecTrainer(PluginTrainerMixin, Trainer):
+class PMMRecTrainer(PluginTrainerMixin, Trainer, ProcessGroupTrainer):
     """Trains only parameters that require gradients; ``weight_decay`` applies to the
     modules trained from scratch, none to the pre-trained backbones (as the authors do)."""
 
@@ -221,33 +240,42 @@ class PMMRecTrainer(PluginTrainerMixin, Trainer):
 
     def training_losses(self, interaction):
         """The weighted loss terms of one batch, in the order of ``loss_names``."""
+        return self.objective_losses(interaction, *self.corrupt(interaction))
+
+    def objective_losses(self, interaction, noisy_seq=None, noise_labels=None):
+        """The weighted loss terms of a batch whose corrupted histories are given. Each term
+        is a mean over this process's rows, scaled in a distributed run so that gradients
+        averaged over processes are those of the mean over every process's rows."""
         model = self.model
-        noisy_seq, noise_labels = self.corrupt(interaction)
         batch = model.encode_batch(interaction, noisy_seq)
-        losses = [model.recommendation_loss(batch)]
+        losses = [share_of_mean(model.recommendation_loss(batch), int((batch.targets > 0).sum()))]
         if self.weights["nicl"]:
             losses.append(self.weights["nicl"] * self._nicl(batch))
         if self.weights["nid"]:
             real = noise_labels >= 0
             logits = model.noise_logits(batch.noisy_states[real])
-            losses.append(self.weights["nid"] * F.cross_entropy(logits, noise_labels[real]))
+            nid = F.cross_entropy(logits, noise_labels[real])
+            losses.append(self.weights["nid"] * share_of_mean(nid, int(real.sum())))
         if self.weights["rcl"]:
             original = batch.last_states(batch.states)
             corrupted = batch.last_states(batch.noisy_states)
-            losses.append(self.weights["rcl"] * rcl_loss(original, corrupted, self.config["rcl_temperature"]))
+            all_original, offset = gather_rows(original)
+            rcl = rcl_loss(original, corrupted, self.config["rcl_temperature"],
+                           others=(all_original, gather_rows(corrupted)[0], offset))
+            losses.append(self.weights["rcl"] * share_of_mean(rcl, len(original)))
         return tuple(losses) if len(losses) > 1 else losses[0]
 
     def _nicl(self, batch):
         anchors = (batch.targets > 0) & (batch.seq_index >= 0)
         same_user = batch.user_items()[batch.row_of_position()[anchors]]
-        return nicl_loss(
+        return share_of_mean(nicl_loss(
             batch.vectors.text,
             batch.vectors.image,
             batch.seq_index[anchors],
             batch.target_index[anchors],
             same_user,
             self.config["nicl_temperature"],
-        )
+        ), int(anchors.sum()))
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         return super()._train_epoch(

@@ -16,7 +16,7 @@ def _two_threads():
     torch.set_num_threads(2)
 
 
-def write_tiny_bert(folder):
+def write_tiny_bert(folder, seed=0):
     """A 2-layer BERT with a word-level vocabulary, saved like any HF checkpoint."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -32,7 +32,7 @@ def write_tiny_bert(folder):
         intermediate_size=64,
         max_position_embeddings=64,
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder)
     return folder
 

@@ -21,33 +21,28 @@ def _log_file():
     return files[0] if files else ""
 
 
-def _run_child(name, dataset, config_files, config_dict, threads, conn):
+def _child(function, args, threads, conn):
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")  # pandas/amp deprecations
     try:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        from recbole_pmmrec.quick_start import run_recbole
-
-        result = run_recbole(name, dataset, config_files, {"console_log": "epochs", **(config_dict or {})})
-        result = {k: (dict(v) if k.endswith("result") else v) for k, v in result.items()}
-    except Exception as error:  # reported in the model's row; the benchmark goes on
+        result = function(*args)
+    except Exception as error:  # reported to the caller, which goes on
         traceback.print_exc()
         result = {"error": f"{type(error).__name__}: {error}".strip()}
-    result["log_file"] = _log_file()
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     conn.send(result)
 
 
-def run_isolated(name, dataset, config_files=None, config_dict=None, threads=None):
-    """``run_recbole`` in a spawned process; its result dict plus ``peak_rss_mb`` and
-    ``log_file``, or ``{"error": message}`` if it raised or died. The console shows the
-    run's epoch and result lines only (``console_log: epochs``) unless ``config_dict``
-    says otherwise."""
+def in_own_process(function, *args, threads=None):
+    """``function(*args)`` (a module-level function returning a dict) in a spawned process,
+    so that its peak RSS (``peak_rss_mb``) and its torch threads are its own; its result, or
+    ``{"error": message}`` if it raised or the process died."""
     context = multiprocessing.get_context("spawn")
     reader, writer = context.Pipe(duplex=False)
-    process = context.Process(target=_run_child, args=(name, dataset, config_files, config_dict, threads, writer))
+    process = context.Process(target=_child, args=(function, args, threads, writer))
     process.start()
     writer.close()
     try:
@@ -56,6 +51,26 @@ def run_isolated(name, dataset, config_files=None, config_dict=None, threads=Non
         result = None
     process.join()
     return result or {"error": f"the process died (exit code {process.exitcode})"}
+
+
+def _run_recbole(name, dataset, config_files, config_dict):
+    from recbole_pmmrec.quick_start import run_recbole
+
+    try:
+        result = run_recbole(name, dataset, config_files, {"console_log": "epochs", **(config_dict or {})})
+    except Exception as error:  # reported in the model's row, with its log file
+        traceback.print_exc()
+        return {"error": f"{type(error).__name__}: {error}".strip(), "log_file": _log_file()}
+    result = {k: (dict(v) if k.endswith("result") else v) for k, v in result.items()}
+    return {**result, "log_file": _log_file()}
+
+
+def run_isolated(name, dataset, config_files=None, config_dict=None, threads=None):
+    """``run_recbole`` in a spawned process; its result dict plus ``peak_rss_mb`` and
+    ``log_file``, or ``{"error": message}`` if it raised or died. The console shows the
+    run's epoch and result lines only (``console_log: epochs``) unless ``config_dict``
+    says otherwise."""
+    return in_own_process(_run_recbole, name, dataset, config_files, config_dict, threads=threads)
 
 
 def run_row(result):

@@ -1,14 +1,15 @@
 """Item ids -> item vectors, from content only: modality encoders, frozen-feature cache, fusion."""
 
-from logging import getLogger
+from pathlib import Path
 from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from recbole_pmmrec.data.content import check_modalities
+from recbole_pmmrec.distributed import barrier, rank
+from recbole_pmmrec.model.feature_cache import build_or_load, cache_key, frozen_digest, tensors_digest
 from recbole_pmmrec.model.fusion import FusionSettings, build_fusion, masked_mean
 from recbole_pmmrec.model.modality_encoders import ImageEncoder, ImageEncoderSettings, TextEncoder, TextEncoderSettings
 
@@ -27,15 +28,18 @@ class ItemEncoder(nn.Module):
 
     ``content`` is the dataset's :class:`~recbole_pmmrec.data.content.ItemContent`: token ids
     and masks, and preprocessed ``uint8`` pixels (kept on the CPU; a batch's rows are moved
-    to the model's device). When an encoder's backbone is fully frozen and
-    ``cache_frozen_item_features`` is set, its token states for every item are computed once
-    (on first use) and reused.
+    to the model's device). With ``cache_frozen_item_features``, the frozen part of each
+    encoder (everything below its first trainable block, or all of it) is computed once for
+    the catalogue and kept on disk (:mod:`~recbole_pmmrec.model.feature_cache`); each step
+    then runs only the trainable top blocks on the batch's items.
     """
 
     def __init__(self, config, content):
         super().__init__()
         self.modalities = check_modalities(config["item_modalities"])
         self.cache_frozen = config["cache_frozen_item_features"]
+        self.cache_dir = Path(config["feature_cache_dir"] or Path(config["data_path"]) / ".pmmrec_cache")
+        self.cache_ram_bytes = int(config["feature_cache_ram_mb"] * 2**20)
         self.chunk_size = config["item_encode_batch_size"]
         self.n_items = content.n_items
         self.text_encoder = self.image_encoder = None
@@ -52,62 +56,98 @@ class ItemEncoder(nn.Module):
         )
         self._caches = {}
 
-    def clear_stale_caches(self, state_dict, prefix=""):
-        """Drop the cached features of each encoder whose backbone ``state_dict`` changes."""
-        for key in list(self._caches):
-            backbone = getattr(self, f"{key[0]}_encoder").backbone
-            key_prefix = f"{prefix}{key[0]}_encoder.backbone."
-            for name, tensor in backbone.state_dict().items():
-                new = state_dict.get(key_prefix + name)
-                if new is not None and (new.shape != tensor.shape or not torch.equal(new.to(tensor.device), tensor)):
-                    del self._caches[key]
-                    break
+    def encoder(self, modality):
+        return self.text_encoder if modality == "text" else self.image_encoder
 
-    def _backbone(self, modality, ids):
-        """Fresh backbone token states ``[N, T, H]`` of one modality and their mask ``[N, T]``."""
+    def clear_caches(self):
+        """Forget the opened feature caches (they are looked up again by their key, so a
+        change of frozen weights, e.g. a loaded checkpoint, selects the right file)."""
+        self._caches = {}
+
+    # inputs of a batch of items
+    def _inputs(self, modality, ids):
+        """The encoder's inputs for ``ids`` and their token mask (text: trimmed to the
+        longest text among ``ids``; image: no token mask)."""
         if modality == "text":
             mask = self.text_mask[ids]
-            mask = mask[:, : max(int(mask.sum(dim=1).max()), 1)]
-            return self.text_encoder.backbone_states(self.text_ids[ids, : mask.shape[1]], mask), mask
-        states = self.image_encoder.backbone_states(self.pixels[ids.cpu()].to(ids.device))
-        return states, self.has_image[ids].unsqueeze(1).expand(-1, states.shape[1])
+            width = max(int(mask.sum(dim=1).max()), 1)
+            return self.text_ids[ids, :width], mask[:, :width]
+        return self.pixels[ids.cpu()].to(ids.device), None
+
+    def _token_mask(self, modality, ids, n_tokens):
+        if modality == "text":
+            return self.text_mask[ids, :n_tokens]
+        return self.has_image[ids].unsqueeze(1).expand(-1, n_tokens)
 
     @staticmethod
     def _pool(states, mask):
         return masked_mean(states, mask), mask.sum(dim=1) > 0
 
-    def _encode_catalogue(self, modality, pooled):
-        """Backbone states of every item, computed once for a frozen backbone."""
-        ids = torch.arange(self.n_items, device=next(self.parameters()).device)
-        getLogger().info(f"caching frozen {modality} features of {self.n_items} items")
-        states, masks = [], []
-        for chunk in tqdm(ids.split(self.chunk_size), desc=f"cache {modality} features", leave=False):
-            chunk_states, chunk_mask = self._backbone(modality, chunk)
+    # the frozen part, cached
+    def feature_cache(self, modality, pooled=False):
+        """The feature cache of ``modality`` (opened or built on first use), or None when
+        the frozen part is computed per step (caching off, or an encoder without an inner
+        boundary whose top blocks train)."""
+        encoder = self.encoder(modality)
+        if not self.cache_frozen or not (encoder.frozen or encoder.view.splittable):
+            return None
+        pooled = pooled and encoder.frozen  # a trainable top needs the tokens
+        if (modality, pooled) not in self._caches:
+            if rank() != 0:  # in a distributed run, one process builds the cache, the others read it
+                barrier()
+            self._caches[(modality, pooled)] = self._open_cache(modality, encoder, pooled)
+            if rank() == 0:
+                barrier()
+        return self._caches[(modality, pooled)]
+
+    def _open_cache(self, modality, encoder, pooled):
+        device = next(self.parameters()).device
+        probe_ids = torch.arange(1, min(self.n_items, 5), device=device)
+        probe_inputs, probe_mask = self._inputs(modality, probe_ids)
+        if not encoder.frozen and not encoder.view.check_split(encoder.prepare(probe_inputs), probe_mask, encoder.split):
+            raise RuntimeError(
+                f"{modality} encoder: running it in two parts at block {encoder.split} does not reproduce its "
+                f"output; set cache_frozen_item_features: False"
+            )
+        probe = encoder.bottom(probe_inputs, probe_mask)
+        width = self.text_ids.shape[1] if modality == "text" else probe.shape[1]
+        shape = (self.n_items, probe.shape[-1]) if pooled else (self.n_items, width, probe.shape[-1])
+        inputs = [self.text_ids, self.text_mask] if modality == "text" else [self.pixels, self.has_image]
+        key = cache_key(modality, type(encoder.view).__name__, encoder.split, pooled, shape,
+                        frozen_digest(encoder.backbone), tensors_digest(enumerate(inputs)))
+        path = self.cache_dir / f"{modality}-{'pooled' if pooled else f'split{encoder.split}'}-{key}.npy"
+
+        def encode_chunk(ids):
+            ids = ids.to(device)
+            inputs, token_mask = self._inputs(modality, ids)
+            hidden = encoder.bottom(inputs, token_mask)
             if pooled:
-                chunk_states, chunk_mask = self._pool(chunk_states, chunk_mask)
-            elif modality == "text":  # pad every chunk to the full text width
-                pad = self.text_ids.shape[1] - chunk_mask.shape[1]
-                chunk_states = F.pad(chunk_states, (0, 0, 0, pad))
-                chunk_mask = F.pad(chunk_mask, (0, pad))
-            states.append(chunk_states)
-            masks.append(chunk_mask)
-        return torch.cat(states), torch.cat(masks)
+                return self._pool(hidden, self._token_mask(modality, ids, hidden.shape[1]))[0]
+            return F.pad(hidden, (0, 0, 0, width - hidden.shape[1]))
+
+        return build_or_load(path, shape, encode_chunk, self.n_items, self.chunk_size, self.cache_ram_bytes,
+                             desc=f"{modality} features")
 
     def modality_states(self, modality, ids, pooled):
-        """Backbone states of one modality: token states ``[N, T, H]`` with their mask, or
-        (``pooled``) their masked mean ``[N, H]`` with a presence mask ``[N]``."""
-        encoder = getattr(self, f"{modality}_encoder")
-        if not (self.cache_frozen and encoder.frozen):
-            states, mask = self._backbone(modality, ids)
-            return self._pool(states, mask) if pooled else (states, mask)
-        key = (modality, pooled)
-        if key not in self._caches:
-            self._caches[key] = self._encode_catalogue(modality, pooled)
-        states, mask = (cached[ids] for cached in self._caches[key])
-        if modality == "text" and not pooled:
-            width = max(int(mask.sum(dim=1).max()), 1)
-            states, mask = states[:, :width], mask[:, :width]
-        return states, mask
+        """Token states of one modality ``[N, T, H]`` with their mask, or (``pooled``) their
+        masked mean ``[N, H]`` with a presence mask ``[N]``."""
+        encoder = self.encoder(modality)
+        cache = self.feature_cache(modality, pooled)
+        if cache is not None:
+            hidden = cache.rows(ids).to(device=ids.device, dtype=encoder.proj.weight.dtype)
+            if pooled and encoder.frozen:
+                return hidden, self._token_mask(modality, ids, 1)[:, 0] > 0
+            token_mask = None
+            if modality == "text":  # trim to the longest text among ids
+                token_mask = self.text_mask[ids]
+                width = max(int(token_mask.sum(dim=1).max()), 1)
+                hidden, token_mask = hidden[:, :width], token_mask[:, :width]
+        else:
+            inputs, token_mask = self._inputs(modality, ids)
+            hidden = encoder.bottom(inputs, token_mask)
+        states = encoder.top(hidden, token_mask)
+        mask = self._token_mask(modality, ids, states.shape[1])
+        return self._pool(states, mask) if pooled else (states, mask)
 
     def forward(self, ids):
         # a fusion of pooled vectors can pool the backbone states before the (affine)
@@ -129,3 +169,4 @@ class ItemEncoder(nn.Module):
         if len(self.modalities) == 2:
             return ItemVectors(fused, vectors["text"], vectors["image"])
         return ItemVectors(fused)
+

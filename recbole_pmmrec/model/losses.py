@@ -121,10 +121,16 @@ def corrupt_sequences(item_seq, item_seq_len, replacements, shuffle_ratio, repla
     return noisy, labels
 
 
-def rcl_loss(original, corrupted, temperature):
+def rcl_loss(original, corrupted, temperature, others=None):
     """Robustness-aware contrastive loss (RCL): each user's original and corrupted sequence
-    vectors ``[B, d]`` are a positive pair, other users in the batch negatives (symmetric)."""
+    vectors ``[B, d]`` are a positive pair, other users in the batch negatives (symmetric).
+
+    ``others`` = ``(all_original, all_corrupted, offset)``: the vectors of every user of a
+    distributed batch, in which this batch's users start at row ``offset``.
+    """
+    all_original, all_corrupted, offset = others or (original, corrupted, 0)
     original, corrupted = F.normalize(original, dim=-1), F.normalize(corrupted, dim=-1)
-    logits = original @ corrupted.T / temperature
-    labels = torch.arange(len(original), device=original.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    all_original, all_corrupted = F.normalize(all_original, dim=-1), F.normalize(all_corrupted, dim=-1)
+    labels = offset + torch.arange(len(original), device=original.device)
+    return 0.5 * (F.cross_entropy(original @ all_corrupted.T / temperature, labels)
+                  + F.cross_entropy(corrupted @ all_original.T / temperature, labels))

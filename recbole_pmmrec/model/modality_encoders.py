@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from recbole_pmmrec.model.backbones import HFTransformer, OpenClipViT, WholeNetwork
 from recbole_pmmrec.model.settings import ComponentSettings
 from recbole_pmmrec.pretrained import clip_model_name, resolve_text_encoder
 
@@ -42,10 +43,10 @@ _BLOCK_PATHS = (
 )
 
 
-def transformer_blocks(backbone):
-    """The ordered list of transformer blocks of ``backbone``."""
+def transformer_blocks(network):
+    """The ordered list of transformer blocks of ``network``."""
     for dotted in _BLOCK_PATHS:
-        module = backbone
+        module = network
         for part in dotted.split("."):
             module = getattr(module, part, None)
             if module is None:
@@ -53,31 +54,32 @@ def transformer_blocks(backbone):
         if isinstance(module, nn.ModuleList) and len(module) > 0:
             return module
     raise ValueError(
-        f"cannot find the transformer blocks of {type(backbone).__name__} "
+        f"cannot find the transformer blocks of {type(network).__name__} "
         f"(looked for {', '.join(_BLOCK_PATHS)})"
     )
 
 
-def freeze_all_but_top(backbone, trainable_layers, extra_trainable=()):
-    """Freeze ``backbone`` except its top ``trainable_layers`` blocks (and ``extra_trainable``
-    modules, e.g. a final norm, when any block trains). Returns the number of blocks."""
-    blocks = transformer_blocks(backbone)
-    if not 0 <= trainable_layers <= len(blocks):
+def freeze_all_but_top(view, trainable_layers, extra_trainable=()):
+    """Freeze ``view``'s network except its top ``trainable_layers`` blocks (and
+    ``extra_trainable`` modules, e.g. a final norm, when any block trains)."""
+    if not 0 <= trainable_layers <= view.n_blocks:
         raise ValueError(
-            f"trainable_layers={trainable_layers} but the encoder has {len(blocks)} blocks"
+            f"trainable_layers={trainable_layers} but the encoder has {view.n_blocks} blocks"
         )
-    backbone.requires_grad_(False)
+    view.network.requires_grad_(False)
     if trainable_layers:
-        for block in blocks[len(blocks) - trainable_layers :]:
+        for block in view.blocks[view.n_blocks - trainable_layers :]:
             block.requires_grad_(True)
         for module in extra_trainable:
             if module is not None:
                 module.requires_grad_(True)
-    return len(blocks)
 
 
 class _ModalityEncoder(nn.Module):
-    """Shared frozen/partly-trainable behaviour; subclasses set ``backbone`` and ``proj``."""
+    """A pre-trained network (``backbone``) whose top ``trainable_layers`` blocks train,
+    seen through a :class:`~recbole_pmmrec.model.backbones.Backbone` (``view``), and a
+    Linear projection (``proj``). Everything below ``split`` is frozen: :meth:`bottom` runs
+    it without gradients or dropout (its output can be cached), :meth:`top` runs the rest."""
 
     def __init__(self, trainable_layers):
         super().__init__()
@@ -87,21 +89,44 @@ class _ModalityEncoder(nn.Module):
     def frozen(self):
         return self.trainable_layers == 0
 
+    @property
+    def split(self):
+        """The first trainable block (``n_blocks`` when frozen)."""
+        return self.view.n_blocks - self.trainable_layers
+
+    @property
+    def n_blocks(self):
+        return self.view.n_blocks
+
     def train(self, mode=True):
+        """Only the trainable top blocks follow ``mode``: the frozen part never drops out,
+        so it gives the same states at every step (which is what makes it cacheable)."""
         super().train(mode)
-        if self.frozen:
-            self.backbone.eval()  # no dropout in a frozen backbone
+        self.backbone.eval()
+        for block in self.view.blocks[self.split:]:
+            block.train(mode)
         return self
 
-    def backbone_states(self, *inputs):
-        if self.frozen:
-            with torch.no_grad():
-                return self._backbone_states(*inputs)
-        return self._backbone_states(*inputs)
+    def bottom(self, inputs, token_mask):
+        """The frozen part: hidden states entering the first trainable block."""
+        with torch.no_grad():
+            return self.view.bottom(self.prepare(inputs), token_mask, self.split)
+
+    def top(self, hidden, token_mask):
+        """The trainable part: output token states from :meth:`bottom`'s hidden states."""
+        return self.view.top(hidden, token_mask, self.split)
+
+    def backbone_states(self, inputs, token_mask=None):
+        """The backbone's output token states ``[N, T, H]``."""
+        return self.top(self.bottom(inputs, token_mask), token_mask)
+
+    def prepare(self, inputs):
+        return inputs
 
 
 class TextEncoder(_ModalityEncoder):
-    """Any HF ``AutoModel`` (name or local path) -> token states -> Linear(hidden_size)."""
+    """Any HF ``AutoModel`` (name or local path) -> token states -> Linear(hidden_size).
+    BERT-family encoders split at any block; others run whole (no boundary cache)."""
 
     def __init__(self, settings: TextEncoderSettings):
         super().__init__(settings.text_trainable_layers)
@@ -109,12 +134,20 @@ class TextEncoder(_ModalityEncoder):
 
         self.source = resolve_text_encoder(settings.text_encoder)
         self.backbone = AutoModel.from_pretrained(self.source)
-        self.n_blocks = freeze_all_but_top(self.backbone, self.trainable_layers)
+        self.view = _text_view(self.backbone)
+        freeze_all_but_top(self.view, self.trainable_layers)
         self.hidden_size = self.backbone.config.hidden_size
         self.proj = nn.Linear(self.hidden_size, settings.hidden_size)
 
-    def _backbone_states(self, input_ids, attention_mask):
-        return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+def _text_view(network):
+    if hasattr(network, "embeddings") and hasattr(getattr(network, "encoder", None), "layer"):
+        return HFTransformer(network)
+    return WholeNetwork(
+        network,
+        transformer_blocks(network),
+        lambda ids, mask: network(input_ids=ids, attention_mask=mask).last_hidden_state,
+    )
 
 
 class ImageEncoder(_ModalityEncoder):
@@ -136,20 +169,10 @@ class ImageEncoder(_ModalityEncoder):
         preprocess = self.backbone.preprocess_cfg
         self.register_buffer("pixel_mean", 255 * torch.tensor(preprocess["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", 255 * torch.tensor(preprocess["std"]).view(1, 3, 1, 1), persistent=False)
-        self.n_blocks = freeze_all_but_top(
-            self.backbone, self.trainable_layers, extra_trainable=(getattr(self.backbone, "ln_post", None),)
-        )
+        self.view = OpenClipViT(self.backbone)
+        freeze_all_but_top(self.view, self.trainable_layers, extra_trainable=(getattr(self.backbone, "ln_post", None),))
         self.hidden_size = self.backbone.ln_post.normalized_shape[0]
         self.proj = nn.Linear(self.hidden_size, settings.hidden_size)
 
-    def _backbone_states(self, pixels):
-        pixels = (pixels.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
-        out = self.backbone.forward_intermediates(
-            pixels,
-            indices=1,
-            normalize_intermediates=True,
-            intermediates_only=True,
-            output_fmt="NLC",
-            output_extra_tokens=True,
-        )
-        return torch.cat([out["image_intermediates_prefix"][0], out["image_intermediates"][0]], dim=1)
+    def prepare(self, pixels):
+        return (pixels.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std

@@ -1,6 +1,6 @@
 """PMMRec: items represented only by their text and images, a SASRec-style user encoder."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
+from recbole_pmmrec.distributed import gather_rows, world_size
 from recbole_pmmrec.model.item_encoder import ItemEncoder, ItemVectors
 from recbole_pmmrec.model.losses import inbatch_softmax_loss, next_item_targets, user_item_mask
 from recbole_pmmrec.model.user_encoder import UserEncoder, UserEncoderSettings
@@ -120,7 +121,7 @@ class PMMRec(SequentialRecommender):
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         self._all_item_cache = None
-        self.item_encoder.clear_stale_caches(state_dict, prefix="item_encoder.")
+        self.item_encoder.clear_caches()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def all_item_vectors(self):
@@ -190,7 +191,26 @@ class PMMRec(SequentialRecommender):
         if noisy_seq is not None:
             noisy_index = self._index_in(unique, noisy_seq)
             batch.noisy_states = self.user_states(noisy_seq, self._gather_vectors(vectors.fused, noisy_index))
-        return batch
+        return self._candidates_of_every_rank(batch) if world_size() > 1 else batch
+
+    @staticmethod
+    def _candidates_of_every_rank(batch):
+        """In a distributed run: the batch with the candidates of every rank's batch (as one
+        process would see the concatenated batch): the unique items of all ranks, each with
+        the vectors (and gradients) of the first rank that has it, and this rank's indices
+        remapped into them. The user states stay this rank's own."""
+        all_ids, offset = gather_rows(batch.unique)
+        unique, inverse = torch.unique(all_ids, return_inverse=True)
+        positions = torch.arange(len(all_ids), device=all_ids.device)
+        first = torch.full_like(unique, len(all_ids)).scatter_reduce(0, inverse, positions, "amin")
+        local = inverse[offset: offset + len(batch.unique)]
+        return replace(
+            batch,
+            unique=unique,
+            vectors=ItemVectors(*(None if v is None else gather_rows(v)[0][first] for v in batch.vectors)),
+            seq_index=torch.where(batch.seq_index >= 0, local[batch.seq_index.clamp(min=0)], -1),
+            target_index=torch.where(batch.target_index >= 0, local[batch.target_index.clamp(min=0)], -1),
+        )
 
     def recommendation_loss(self, batch):
         """Next-item loss of every supervised position (in-batch or full softmax)."""

