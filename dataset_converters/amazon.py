@@ -3,14 +3,16 @@ the reviewed items (so a multi-GB meta file is streamed, never held in memory)."
 
 from . import reading
 from .issues import log
-from .text import clean_text
+from .text import clean_text, only_markup
 
 COMMA_LISTS = {"category", "categories", "also_buy", "also_view"}
 
 
-def item_fields(row, fields):
+def item_fields(row, fields, data):
     """Cleaned text of the template ``fields`` of a meta record (lists of categories are
-    joined with commas, other lists with spaces)."""
+    joined with commas, other lists with spaces); fields that are nothing but markup are
+    dropped and counted in ``data.markup_only_fields``."""
+    data.markup_only_fields += sum(only_markup(row.get(f)) for f in fields)
     return {f: clean_text(row.get(f), ", " if f in COMMA_LISTS else " ") for f in fields}
 
 
@@ -33,6 +35,6 @@ def read(input_path, opts, data, fmt):
         if token is None:
             reading.missing_fields(row, [fmt.META_ID], meta, line_no, data.issues)
         elif data.wants(token):
-            data.add_item(meta, line_no, token, item_fields(row, data.template.fields),
+            data.add_item(meta, line_no, token, item_fields(row, data.template.fields, data),
                           image_url=fmt.image_url(row), categories=fmt.categories(row))
     return {"reviews": str(reviews), "meta": str(meta)}

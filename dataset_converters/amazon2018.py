@@ -3,7 +3,8 @@
 Reviews: one JSON object per line with ``reviewerID``, ``asin``, ``overall`` and
 ``unixReviewTime``. Meta: one object per line (some files are Python ``str(dict)``
 literals) with ``asin``, ``title``, ``description``, ``brand``, ``category`` (2014:
-``categories``, a list of lists) and ``imageURLHighRes`` / ``imageURL`` (2014: ``imUrl``).
+``categories``, a list of lists) and ``imageURLHighRes`` / ``imageURL`` (older 2018 files:
+``image``; 2014: ``imUrl``).
 """
 
 import sys
@@ -35,7 +36,7 @@ def categories(row):
 
 
 def image_url(row):
-    for key in ("imageURLHighRes", "imageURL", "imUrl"):
+    for key in ("imageURLHighRes", "imageURL", "image", "imUrl"):
         value = row.get(key)
         if isinstance(value, list):
             value = next((v for v in value if isinstance(v, str) and v.strip()), None)

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -10,12 +11,17 @@ from pathlib import Path
 @contextmanager
 def replace_when_done(path):
     """Write ``path`` through a temporary file renamed into place on success, so an
-    interrupted conversion never leaves a half-written file under the final name."""
+    interrupted write never leaves a half-written file under the final name (the previous
+    file stays intact). Each writer has its own temporary file: two processes writing the
+    same file at once each rename a complete one."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        yield f
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def number(x):
@@ -60,6 +66,23 @@ def write_content(path, item_tokens, texts, images):
         for tok in item_tokens:
             row = {"item_id": tok, "text": texts.get(tok), "image": images.get(tok)}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_settings(path, name, modalities, user_min, item_min):
+    """``NAME.yaml``: the settings run_recbole needs to load the dataset as converted (the
+    columns sequential models read, the modalities present) and the filtering applied."""
+    lines = [f"# Settings of the dataset {name}, written by pmmrec-convert. recbole-pmmrec reads them",
+             "# after its own YAML files and before config files and the command line.",
+             "load_col:", "  inter: [user_id, item_id, timestamp]",
+             f"item_modalities: [{', '.join(modalities)}]   # the item content the converted data has"]
+    if user_min > 1 or item_min > 1:
+        lines.append("# filtering the converter applied (applying it again changes nothing)")
+    if user_min > 1:
+        lines.append(f'user_inter_num_interval: "[{user_min},inf)"')
+    if item_min > 1:
+        lines.append(f'item_inter_num_interval: "[{item_min},inf)"')
+    with replace_when_done(path) as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def read_content(path):

@@ -34,8 +34,13 @@ def _common(parser):
     io.add_argument("--encoding", help="text encoding of the input (default: the source's)")
     io.add_argument("--strict", action="store_true",
                     help="stop at the first bad row instead of skipping and counting it")
+    io.add_argument("--allow-truncated", action="store_true",
+                    help="convert the readable part of a truncated .gz file (counted in the summary)")
     io.add_argument("--keep-unknown-items", action="store_true",
                     help="keep interactions whose item is not in the item file")
+    io.add_argument("--keep-order", action="store_true",
+                    help="write interactions in the input's order, not by user and time "
+                         "(RecBole numbers users and items by first appearance)")
     io.add_argument("--no-progress", dest="progress", action="store_false",
                     help="no progress bars")
     text = parser.add_argument_group("item text")
@@ -54,6 +59,8 @@ def _common(parser):
     filters.add_argument("--min-rating", type=float, help="keep interactions rated at least R")
     images = parser.add_argument_group("images")
     images.add_argument("--images", help="folder of <item>.<ext> image files")
+    images.add_argument("--image-map", help="CSV/TSV of item id, image file (relative to the map): "
+                        "images for any dataset, e.g. posters joined by pmmrec-convert poster-map")
     images.add_argument("--lmdb", help="LMDB of images keyed by item id (needs 'pip install lmdb')")
     images.add_argument("--download-images", action="store_true",
                         help="download the image URLs after converting")
@@ -98,6 +105,18 @@ def build_parser():
             g.add_argument("--rating-col")
             g.add_argument("--text-cols", type=_csv_list, help="comma-separated text columns")
             g.add_argument("--image-col", help="image path (relative to the file) or URL column")
+            g.add_argument("--columns", type=_csv_list,
+                           help="the interaction file has no header: its columns, e.g. user,item,time")
+            g.add_argument("--item-columns", type=_csv_list,
+                           help="the item file has no header: its columns, e.g. item_id,title")
+    p = sub.add_parser("poster-map", help="movie posters for a MovieLens catalogue, joined on title and year",
+                       description="Write an item id -> poster file map (for --image-map) by joining a "
+                                   "MovieLens item file to another release's movies.dat whose ids name the "
+                                   "posters (<id>.jpg), on title and year.")
+    p.add_argument("--posters", required=True, help="folder of <movie id>.jpg posters")
+    p.add_argument("--movies", required=True, help="the movies.dat (id::title (year)::genres) of those ids")
+    p.add_argument("--items", help="RecBole atomic .item file of the catalogue (default: RecBole's ml-100k)")
+    p.add_argument("--output", "-o", required=True, help="the map file to write (TSV)")
     p = sub.add_parser("download-images", help="download the images of a converted dataset",
                        description="Fetch the URLs in DIR/NAME.image_urls.tsv into DIR/images "
                                    "(resumable), update the content file and the report.")
@@ -107,12 +126,28 @@ def build_parser():
     return parser
 
 
+def _poster_map(args):
+    from .movielens import recbole_ml100k
+    from .poster_map import poster_map, recbole_ml100k_items
+
+    items = recbole_ml100k_items(args["items"] or recbole_ml100k() / "ml-100k.item")
+    stats = poster_map(items, args["movies"], args["posters"], args["output"])
+    print(f"{stats['matched']} of {stats['items']} items have a poster in {args['output']}; no matching movie: "
+          f"{stats['no_match']}, matching movie without a poster file: {stats['no_poster']}")
+    for kind, examples in stats["examples"].items():
+        if examples:
+            print(f"  {kind}, e.g.: {'; '.join(examples)}")
+    return 0
+
+
 def main(argv=None):
     """Entry point of ``pmmrec-convert``; returns the exit status."""
     args = vars(build_parser().parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     command = args.pop("command")
     try:
+        if command == "poster-map":
+            return _poster_map(args)
         if command == "download-images":
             stats = download_images(args.pop("folder"), **args)
             print(f"images downloaded: {stats['downloaded']}, already present: "

@@ -4,14 +4,17 @@
 ``time_format`` of ``unix``, ``ms`` or a ``strptime`` pattern) is optional: without it the
 file order gives the timestamps. ``rating_col``, ``text_cols`` and ``image_col`` (a path
 relative to the file, or an http(s) URL) are optional and read from ``items`` (a second
-file keyed by ``item_col``) when given, else from the first row of each item.
+file keyed by ``item_col``; an items file of ids alone lists items without text) when
+given, else from the first row of each item. A file without a header row is read with
+its columns named by ``columns`` (the interactions) or ``item_columns`` (the items), e.g.
+MicroLens' ``id,title`` titles file. In TSV files, CSV-quoted fields are unquoted.
 """
 
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import reading
-from .issues import ConversionError, where
+from .issues import ConversionError, snippet, where
 from .text import clean_text
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
@@ -31,8 +34,9 @@ def file_format(path, opts):
     return fmt
 
 
-def iter_rows(path, opts, required, optional, issues):
-    """``(line_no, {column: value})`` from a CSV/TSV (header row) or JSON-lines file.
+def iter_rows(path, opts, required, optional, issues, columns=None):
+    """``(line_no, {column: value})`` from a CSV/TSV (header row, or headerless with its
+    ``columns`` named) or JSON-lines file.
 
     A CSV/TSV header must have the ``required`` and ``optional`` columns; a JSON row
     lacking a ``required`` key is reported and skipped."""
@@ -44,8 +48,9 @@ def iter_rows(path, opts, required, optional, issues):
                 yield line_no, row
         return
     delimiter = opts.delimiter or ("," if fmt == "csv" else "\t")
-    yield from reading.iter_table(path, issues, delimiter, [*required, *optional], encoding,
-                                  opts.progress)
+    for line_no, row in reading.iter_table(path, issues, delimiter, [*required, *optional], encoding,
+                                           opts.progress, columns=columns):
+        yield line_no, {k: reading.unquote(v) if fmt == "tsv" else v for k, v in row.items()}
 
 
 def parse_time(value, time_format):
@@ -86,12 +91,12 @@ def read(input_path, opts, data):
     required = [opts.user_col, opts.item_col] + [c for c in (opts.time_col, opts.rating_col) if c]
     optional = [] if opts.items else item_cols
     data.item_file = Path(opts.items) if opts.items else (path if item_cols else None)
-    for line_no, row in iter_rows(path, opts, required, optional, data.issues):
+    for line_no, row in iter_rows(path, opts, required, optional, data.issues, opts.columns):
         if opts.time_col:
             time = parse_time(row[opts.time_col], opts.time_format)
             if time is None:
                 data.issues.report("malformed_value", f"{where(path, line_no)}: cannot read time "
-                                   f"{row[opts.time_col]!r} (time format {opts.time_format})")
+                                   f"{snippet(row[opts.time_col])} (time format {opts.time_format})")
                 continue
         else:
             time = line_no
@@ -102,7 +107,7 @@ def read(input_path, opts, data):
             data.add_item(path, line_no, token, **item_record(row, opts, path.parent))
     if opts.items:
         items = Path(opts.items)
-        for line_no, row in iter_rows(items, opts, [opts.item_col], item_cols, data.issues):
+        for line_no, row in iter_rows(items, opts, [opts.item_col], item_cols, data.issues, opts.item_columns):
             data.add_item(items, line_no, row[opts.item_col],
                           **item_record(row, opts, items.parent))
     return {"interactions": str(path), "items": opts.items}

@@ -4,6 +4,7 @@ Every image is checked to decode with PIL before it is referenced from the conte
 file; the ones that are missing or broken are listed in ``NAME.image_report.tsv``.
 """
 
+import csv
 import hashlib
 import io
 import json
@@ -105,6 +106,28 @@ def folder_index(folder):
             if ext.lower() in IMAGE_EXTS and entry.is_file():
                 index.setdefault(stem, entry.path)
     return index
+
+
+def image_map(path):
+    """``{item id: image path}`` of a two-column CSV or TSV file (``item_id, image``): an
+    optional header row naming the columns, paths relative to the map's folder or absolute."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"image map not found: {path}")
+    text = path.read_text(encoding="utf-8-sig")
+    delimiter = "\t" if "\t" in text.split("\n", 1)[0] else ","
+    mapping = {}
+    for line_no, fields in enumerate(csv.reader(text.splitlines(), delimiter=delimiter), start=1):
+        if not fields or not any(f.strip() for f in fields):
+            continue
+        if len(fields) != 2:
+            raise ConversionError(f"{path}, line {line_no}: expected two columns (item id, image file), "
+                                  f"found {len(fields)}")
+        item, image = (f.strip() for f in fields)
+        if line_no == 1 and item.lower() in ("item_id", "item", "id") and not (path.parent / image).is_file():
+            continue  # the header row
+        mapping.setdefault(item, str(path.parent / image))
+    return mapping
 
 
 # --------------------------------------------------------------------- LMDB

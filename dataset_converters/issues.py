@@ -16,14 +16,25 @@ def where(path, line_no=None):
     return f"{path}, line {line_no}" if line_no is not None else str(path)
 
 
+def snippet(value, limit=60):
+    """``repr`` of a raw value, cut to ``limit`` characters (binary garbage stays short)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class Issues:
     """Collects skipped rows by kind, keeping the first few messages of each kind.
 
     ``strict=True`` turns every reported issue into a :class:`ConversionError`.
+    ``allow_truncated=True`` converts the readable part of a truncated compressed file
+    (recorded in ``truncated``: file -> lines read) instead of stopping.
     """
 
-    def __init__(self, strict=False):
+    def __init__(self, strict=False, allow_truncated=False):
         self.strict = strict
+        self.allow_truncated = allow_truncated
+        self.truncated = {}
+        self.encodings = {}  # file -> the text encoding it was read with
         self.counts = {}
         self.examples = {}
 

@@ -3,7 +3,8 @@
 The variant is recognised by its files: ``u.data`` + ``u.item`` (100k, ``|``-separated,
 latin-1, 19 genre flags named in ``u.genre``), ``ratings.dat`` + ``movies.dat`` (1m,
 ``::``-separated, latin-1), ``ratings.csv`` + ``movies.csv`` (latest, CSV with a header,
-UTF-8), ``ml-100k.inter`` + ``ml-100k.item`` (RecBole's atomic copy; ``--input`` may be
+UTF-8). Copies of the latin-1 files re-encoded as UTF-8 circulate: a file that decodes as
+UTF-8 is read as UTF-8 (``--encoding`` overrides); ``ml-100k.inter`` + ``ml-100k.item`` (RecBole's atomic copy; ``--input`` may be
 left out to use the one inside the installed recbole package). Item text fields:
 ``title`` (with the year), ``year`` and ``genres``.
 """
@@ -74,8 +75,8 @@ def _add_movie(data, path, line_no, item, title, genres, year=None):
 
 
 def _read_100k(folder, opts, data):
-    enc, issues = opts.encoding or "latin-1", data.issues
     ratings, items = folder / "u.data", folder / "u.item"
+    enc, issues = opts.encoding or reading.detect_encoding(items, "latin-1"), data.issues
     for line_no, (user, item, rating, ts) in reading.iter_fixed(
             ratings, issues, "\t", 4, enc, opts.progress):
         data.add_interaction(ratings, line_no, user, item, ts, rating)
@@ -92,8 +93,8 @@ def _read_100k(folder, opts, data):
 
 
 def _read_1m(folder, opts, data):
-    enc = opts.encoding or "latin-1"
     ratings, items = folder / "ratings.dat", folder / "movies.dat"
+    enc = opts.encoding or reading.detect_encoding(items, "latin-1")
     for line_no, (user, item, rating, ts) in reading.iter_fixed(
             ratings, data.issues, "::", 4, enc, opts.progress):
         data.add_interaction(ratings, line_no, user, item, ts, rating)

@@ -29,8 +29,10 @@ class Options:
     max_seq_len: int = None
     min_rating: float = None
     keep_unknown_items: bool = False
+    keep_order: bool = False  # write interactions in the input's order (RecBole numbers ids by first appearance)
     # reading
     strict: bool = False
+    allow_truncated: bool = False  # convert the readable part of a truncated .gz file
     encoding: str = None
     meta: str = None          # amazon2018 / amazon2023: the meta_* file
     variant: str = "auto"     # movielens: 100k, 1m, latest, recbole
@@ -44,8 +46,11 @@ class Options:
     rating_col: str = None
     text_cols: list = None
     image_col: str = None
+    columns: list = None      # generic: column names of a headerless interaction file
+    item_columns: list = None  # generic: column names of a headerless item file
     # images
     images: str = None        # folder of <item>.<ext>
+    image_map: str = None     # CSV/TSV: item id -> image file
     lmdb: str = None
     download_images: bool = False
     workers: int = 8
@@ -66,11 +71,11 @@ def make_options(options):
         raise TypeError(f"unknown conversion option(s): {', '.join(unknown)}; "
                         f"known: {', '.join(sorted(names))}")
     opts = Options(**options)
-    for field in ("text_fields", "text_cols"):
+    for field in ("text_fields", "text_cols", "columns", "item_columns"):
         value = getattr(opts, field)
         if isinstance(value, str):
             setattr(opts, field, [v.strip() for v in value.split(",") if v.strip()])
-    for field in ("meta", "items", "images", "lmdb"):
+    for field in ("meta", "items", "images", "lmdb", "image_map"):
         if getattr(opts, field) is not None:
             setattr(opts, field, str(getattr(opts, field)))
     for field in ("k_core", "user_core", "item_core", "min_seq_len", "max_seq_len"):
@@ -105,12 +110,12 @@ def run(source_module, source, input_path, output, options):
         template = TextTemplate.from_fields(opts.text_fields)
     else:
         template = TextTemplate(source_module.default_template(opts))
-    data = RawData(Issues(opts.strict), template, opts.min_rating)
+    data = RawData(Issues(opts.strict, opts.allow_truncated), template, opts.min_rating)
     inputs = source_module.read(input_path, opts, data)
 
     user_min = max(opts.user_core or opts.k_core or 1, opts.min_seq_len or 1)
     item_min = opts.item_core or opts.k_core or 1
-    filtered = data.finalize(opts.keep_unknown_items, user_min, item_min, opts.max_seq_len)
+    filtered = data.finalize(opts.keep_unknown_items, user_min, item_min, opts.max_seq_len, opts.keep_order)
 
     folder.mkdir(parents=True, exist_ok=True)
     collector, urls = place_images(opts, data, filtered.item_tokens, folder)
@@ -128,6 +133,9 @@ def run(source_module, source, input_path, output, options):
     if urls or collector.images or collector.problems:
         files["image_report"] = image_info["report"] = f"{name}.image_report.tsv"
         atomic.write_tsv(folder / files["image_report"], images.REPORT_HEADER, collector.problems)
+    files["settings"] = f"{name}.yaml"
+    atomic.write_settings(folder / files["settings"], name, _modalities(filtered.item_tokens, texts, collector, urls),
+                          user_min, item_min)
     files["summary"] = f"{name}.summary.json"
     for stale in (f"{name}.item", f"{name}.image_urls.tsv", f"{name}.image_report.tsv"):
         if stale not in files.values():  # left by an earlier conversion into this folder
@@ -146,14 +154,23 @@ def run(source_module, source, input_path, output, options):
     return summary
 
 
+def _modalities(tokens, texts, collector, urls):
+    """The item modalities the converted dataset has (images to download count)."""
+    has_text = any(texts.get(t) for t in tokens)
+    has_image = bool(collector.images or urls)
+    return [m for m, present in (("text", has_text), ("image", has_image)) if present] or ["text"]
+
+
 def place_images(opts, data, tokens, folder):
     """Copy each kept item's image (explicit file, ``--images`` folder, then LMDB) into
     ``folder/images``; items with only a URL go to the returned ``{item: url}`` manifest
     (already downloaded images from an earlier run are reused)."""
     collector = images.ImageCollector(folder)
-    index = images.folder_index(opts.images) if opts.images else {}
+    index = {data.token(k): v for k, v in images.image_map(opts.image_map).items()} if opts.image_map else {}
+    if opts.images:
+        index = {**images.folder_index(opts.images), **index}
     from_lmdb, no_image = [], []
-    copying = bool(opts.images or any(i.image_file for i in data.item_info.values()))
+    copying = bool(opts.images or opts.image_map or any(i.image_file for i in data.item_info.values()))
     for token in tqdm(tokens, desc="images", disable=not (opts.progress and copying), leave=False):
         info = data.item_info.get(token)
         if info is not None and info.image_file:
@@ -174,8 +191,8 @@ def place_images(opts, data, tokens, folder):
             present = images.present_download(folder, token, info.image_url)
             if present:
                 collector.images[token] = present
-    if opts.images or opts.lmdb or urls or collector.images:
-        where = opts.lmdb or opts.images or data.item_file or "the source"
+    if opts.images or opts.image_map or opts.lmdb or urls or collector.images:
+        where = opts.lmdb or opts.image_map or opts.images or data.item_file or "the source"
         for token in no_image:
             if token not in urls:
                 collector.missing(token, str(where), "no image for this item in the source")

@@ -2,7 +2,8 @@
 
 ``<name>_users.tsv``: ``user<TAB>item item item ...`` one user per line, items in time
 order and no timestamps (each user's positions 0, 1, 2... are written as timestamps).
-``<name>_items_texts.tsv``: ``item<TAB>title``. Images: a folder of ``<item>.jpg``
+``<name>_items_texts.tsv``: ``item<TAB>title`` (a title quoted CSV-style is unquoted; a line
+with the id alone is an item without text, as in MoRec's ``*_items.tsv`` lists). Images: a folder of ``<item>.jpg``
 (``--images``, or an ``images/`` folder beside the files) or an LMDB (``--lmdb``, or a
 single ``*.lmdb`` beside the files) whose keys are item ids (``v123`` is also looked up
 as ``123``) and values encoded images or pickled ``LMDB_Image`` pixels.
@@ -65,11 +66,7 @@ def read(input_path, opts, data):
         for line_no, text in reading.iter_lines(items_file, issues, enc, opts.progress):
             if not text.strip():
                 continue
-            item, tab, title = text.partition("\t")
-            if not tab:
-                issues.report("malformed_line", f"{where(items_file, line_no)}: expected "
-                              f"'item<TAB>title'")
-                continue
-            data.add_item(items_file, line_no, item, {"title": title.strip()})
+            item, _, title = text.partition("\t")  # an id-only line is an item without text
+            data.add_item(items_file, line_no, item, {"title": reading.unquote(title.strip())})
     return {"users": str(users_file), "items": str(items_file) if items_file else None,
             "images": opts.images, "lmdb": opts.lmdb}

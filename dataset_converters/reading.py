@@ -5,11 +5,15 @@ import csv
 import gzip
 import json
 import os
+import re
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .issues import ConversionError, where
+from .issues import ConversionError, log, where
+
+# replacement or C1 control characters, or UTF-8 bytes read as latin-1/cp1252 ("Ã©" for "é")
+_MOJIBAKE = re.compile("[\ufffd\x80-\x9f]|[\u00c2\u00c3][\u0080-\u00bf]")
 
 
 def open_binary(path):
@@ -25,14 +29,18 @@ def iter_lines(path, issues, encoding="utf-8", progress=True):
 
     Lines are decoded one at a time, so a line in another encoding is reported with its
     number (and skipped) instead of aborting the whole read. A leading BOM is dropped.
+    Decoded text that looks like mojibake (replacement or C1 control characters, or UTF-8
+    read as latin-1) is warned about once per file. A truncated gzip file stops with an
+    error, or (``issues.allow_truncated``) ends the read there with a warning.
     """
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"input file not found: {path}")
+    issues.encodings[str(path)] = encoding
     raw, lines = open_binary(path)
     bar = tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc=path.name,
                disable=not progress, leave=False)
-    line_no = 0
+    line_no, mojibake = 0, None
     try:
         with raw, lines:
             for line_no, data in enumerate(lines, start=1):
@@ -47,13 +55,34 @@ def iter_lines(path, issues, encoding="utf-8", progress=True):
                     continue
                 if line_no == 1:
                     text = text.lstrip("\ufeff")
+                if mojibake is None and _MOJIBAKE.search(text):
+                    mojibake = line_no
                 yield line_no, text.rstrip("\r\n")
             bar.update(raw.tell() - bar.n)
     except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise ConversionError(f"{path}: cannot read the file after line {line_no} ({err})") \
-            from None
+        if not (issues.allow_truncated and str(path).endswith(".gz")):
+            hint = "; pass --allow-truncated to convert the readable part" if str(path).endswith(".gz") else ""
+            raise ConversionError(f"{path}: cannot read the file after line {line_no} ({err}){hint}") from None
+        issues.truncated[str(path)] = line_no
+        log.warning("%s is truncated: converted its first %d lines (%s)", path, line_no, err)
     finally:
         bar.close()
+    if mojibake:
+        log.warning("%s, line %d: the text holds replacement or control characters: the file may not be "
+                    "%s (pass --encoding)", path, mojibake, encoding)
+
+
+def detect_encoding(path, documented):
+    """``utf-8`` if ``path`` decodes as UTF-8 (and is not plain ASCII), else ``documented``
+    (e.g. MovieLens 1m's latin-1, which some redistributed copies are not)."""
+    raw, lines = open_binary(path)
+    with raw, lines:
+        data = lines.read(16 * 2**20)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return documented
+    return "utf-8" if not data.isascii() else documented
 
 
 def iter_json(path, issues, encoding="utf-8", progress=True, python_literals=False):
@@ -140,28 +169,49 @@ def iter_fixed(path, issues, delimiter, n_fields, encoding="utf-8", progress=Tru
 
 
 def iter_table(path, issues, delimiter, required, encoding="utf-8", progress=True,
-               strip_types=False):
-    """Yield ``(line_no, {column: value})`` of a delimited file with a header row.
+               strip_types=False, columns=None):
+    """Yield ``(line_no, {column: value})`` of a delimited file with a header row, or, given
+    ``columns``, a headerless file whose fields are named by ``columns``.
 
     A required column missing from the header is an error whatever the mode (nothing
     sensible can be written without it). ``strip_types`` drops RecBole's ``:type`` suffixes.
     """
     records = iter_delimited(path, issues, delimiter, encoding, progress)
-    first = next(records, None)
-    if first is None:
-        raise ConversionError(f"{path}: the file is empty")
-    header_line, header = first
-    header = [h.strip().split(":")[0] if strip_types else h.strip() for h in header]
+    if columns:
+        header_line, header = 0, list(columns)
+    else:
+        first = next(records, None)
+        if first is None:
+            raise ConversionError(_no_records(path, issues, encoding))
+        header_line, header = first
+        header = [h.strip().split(":")[0] if strip_types else h.strip() for h in header]
     missing = [c for c in required if c not in header]
     if missing:
-        raise ConversionError(f"{where(path, header_line)}: column(s) {', '.join(missing)} not "
-                              f"found; the header has: {', '.join(header)}")
+        found = "the columns named" if columns else "the header has"
+        raise ConversionError(f"{where(path, header_line or None)}: column(s) {', '.join(missing)} not "
+                              f"found; {found}: {', '.join(header)}")
     for line_no, fields in records:
         if len(fields) != len(header):
             issues.report("malformed_line", f"{where(path, line_no)}: expected {len(header)} "
                           f"fields separated by {delimiter!r}, found {len(fields)}")
             continue
         yield line_no, dict(zip(header, fields, strict=True))
+
+
+def _no_records(path, issues, encoding):
+    """Why a table gave no row: an empty file, or one that is not text in ``encoding``."""
+    if Path(path).stat().st_size == 0:
+        return f"{path}: the file is empty"
+    undecodable = issues.counts.get("bad_encoding", 0)
+    return (f"{path}: no line could be read as {encoding} text ({undecodable} undecodable lines): is it a "
+            f"binary file? Expected a delimited text table with a header row")
+
+
+def unquote(field):
+    """A field written CSV-style inside a TSV file (``"a ""b"" c"``) as its text (``a "b" c``)."""
+    if len(field) >= 2 and field.startswith('"') and field.endswith('"'):
+        return field[1:-1].replace('""', '"')
+    return field
 
 
 def missing_fields(row, required, path, line_no, issues):
@@ -178,7 +228,8 @@ def reviews_and_meta(input_path, meta, suffixes):
 
     ``input_path`` is the reviews file or a folder holding one reviews file (and maybe its
     meta file). Without ``meta``, ``meta_<category>`` beside the reviews file is used when
-    present (a ``_5`` core suffix is ignored). Returns ``(reviews, meta or None)``.
+    present: 2018's ``<Category>.json.gz`` and 2014's ``reviews_<Category>_5.json.gz`` both
+    have ``meta_<Category>.json.gz``. Returns ``(reviews, meta or None)``.
     """
     if input_path is None:
         raise ConversionError("--input is required")
@@ -190,18 +241,27 @@ def reviews_and_meta(input_path, meta, suffixes):
         reviews = path
     else:
         raise ConversionError(f"input not found: {path}")
+    if reviews.name.startswith("meta_"):
+        raise ConversionError(f"{reviews} is a metadata file: give the reviews file as --input "
+                              f"(and this file as --meta, if it is not found beside the reviews)")
     if meta is not None:
         if not Path(meta).is_file():
             raise ConversionError(f"meta file not found: {meta}")
         return reviews, Path(meta)
-    stem = reviews.name
-    for s in suffixes:
-        if stem.endswith(s):
-            stem = stem[: -len(s)]
-            break
-    for category in dict.fromkeys([stem, stem[:-2] if stem.endswith("_5") else stem]):
+    for category in _categories(reviews.name, suffixes):
         for s in suffixes:
             candidate = reviews.with_name(f"meta_{category}{s}")
             if candidate.is_file():
                 return reviews, candidate
     return reviews, None
+
+
+def _categories(name, suffixes):
+    """Category names a reviews file name may stand for, most specific first."""
+    stem = next((name[: -len(s)] for s in suffixes if name.endswith(s)), name)
+    names = [stem]
+    for prefix in ("reviews_",):
+        if stem.startswith(prefix):
+            names.append(stem[len(prefix):])
+    names += [n[:-2] for n in list(names) if n.endswith("_5")]
+    return list(dict.fromkeys(names))

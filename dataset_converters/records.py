@@ -7,7 +7,8 @@ from array import array
 import numpy as np
 
 from . import filtering
-from .issues import ConversionError, where
+from .atomic import number
+from .issues import ConversionError, snippet, where
 
 # strings pandas reads as missing values (RecBole loads atomic files with pandas defaults)
 NA_STRINGS = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
@@ -42,6 +43,7 @@ class RawData:
         self.rows_read = 0
         self.below_min_rating = 0
         self.item_rows_read = 0
+        self.markup_only_fields = 0
 
     # ------------------------------------------------------------------ tokens
     def token(self, value):
@@ -69,13 +71,13 @@ class RawData:
             return self._bad(f"{here}: empty {'user' if u is None else 'item'} id")
         t = _number(time)
         if t is None:
-            return self._bad(f"{here}: timestamp {time!r} is not a number")
+            return self._bad(f"{here}: timestamp {snippet(time)} is not a number")
         if self.has_rating is None:
             self.has_rating = rating is not None
         if self.has_rating:
             r = _number(rating)
             if r is None:
-                return self._bad(f"{here}: rating {rating!r} is not a number")
+                return self._bad(f"{here}: rating {snippet(rating)} is not a number")
             if self.min_rating is not None and r < self.min_rating:
                 self.below_min_rating += 1
                 return
@@ -108,9 +110,10 @@ class RawData:
         self.item_info[tok] = ItemInfo(text, image_file, image_url, categories)
 
     # ---------------------------------------------------------------- filters
-    def finalize(self, keep_unknown_items=False, user_min=1, item_min=1, max_seq_len=None):
+    def finalize(self, keep_unknown_items=False, user_min=1, item_min=1, max_seq_len=None, keep_order=False):
         """Apply unknown-item removal, de-duplication, last-N and k-core; return a
-        :class:`Filtered` with the kept rows in output order and the filter counts."""
+        :class:`Filtered` with the kept rows in output order (by user then time, or with
+        ``keep_order`` the input's order) and the filter counts."""
         if self.min_rating is not None and self.has_rating is False:
             raise ConversionError("--min-rating was given but the source has no ratings")
         users = np.frombuffer(self.users, dtype=np.int32)
@@ -119,10 +122,15 @@ class RawData:
         rows = np.arange(len(users))
         if not len(rows):
             source = self.inter_file or "the input"
-            raise ConversionError(f"no interactions were read from {source}")
+            reasons = f" ({self.rows_read} rows read, all malformed: see the messages above)" if self.rows_read else ""
+            raise ConversionError(f"no interactions were read from {source}{reasons}")
         item_tokens = list(self.item_ids)
+        counts = {"rows_read": self.rows_read, "below_min_rating": self.below_min_rating,
+                  "bad_rows": sum(self.issues.counts.values())}
+        before = len(rows)
         if self.item_file is not None and not keep_unknown_items:
             rows = self._drop_unknown(items, rows, item_tokens)
+        counts["dropped_unknown_items"] = int(before - len(rows))
         dups, originals = filtering.duplicate_rows(users, items, times, rows)
         user_tokens = list(self.user_ids) if len(dups) else []
         for pos in np.argsort(dups, kind="stable"):
@@ -130,9 +138,10 @@ class RawData:
             self.issues.report(
                 "duplicate_interaction",
                 f"{where(self.inter_file, self.lines[d])}: repeats line {self.lines[o]} (user "
-                f"{user_tokens[users[d]]}, item {item_tokens[items[d]]}, time {times[d]:g})")
+                f"{user_tokens[users[d]]}, item {item_tokens[items[d]]}, time {number(times[d])})")
         rows = np.setdiff1d(rows, dups)
-        counts = {"interactions_before_filters": int(len(rows))}
+        counts["dropped_duplicates"] = int(len(dups))
+        counts["interactions_before_filters"] = int(len(rows))
         if max_seq_len:
             before = len(rows)
             rows = filtering.keep_last(users, times, rows, max_seq_len)
@@ -142,9 +151,8 @@ class RawData:
         counts["dropped_by_k_core"] = int(before - len(rows))
         counts["k_core_rounds"] = rounds
         if not len(rows):
-            raise ConversionError("no interactions are left after filtering; lower the k-core "
-                                  "or sequence-length minimums")
-        rows = filtering.sort_rows(users, times, rows)
+            raise ConversionError(f"no interactions are left after filtering: {_drop_reasons(counts)}")
+        rows = np.sort(rows) if keep_order else filtering.sort_rows(users, times, rows)
         return Filtered(self, rows, users, items, times, item_tokens, counts)
 
     def _drop_unknown(self, items, rows, item_tokens):
@@ -162,6 +170,15 @@ class RawData:
                     f"in {self.item_file} ({n_rows[item]} interactions skipped)",
                     count=int(n_rows[item]))
         return rows[known[items[rows]]]
+
+
+def _drop_reasons(counts):
+    """Where the rows read went, e.g. ``6 read; dropped: 6 of unknown items``."""
+    labels = {"below_min_rating": "below --min-rating", "bad_rows": "malformed (see the summary)",
+              "dropped_unknown_items": "of items not in the item file", "dropped_duplicates": "duplicates",
+              "dropped_by_max_seq_len": "beyond --max-seq-len", "dropped_by_k_core": "by the k-core / minimum length"}
+    dropped = [f"{counts[key]} {label}" for key, label in labels.items() if counts.get(key)]
+    return f"{counts['rows_read']} rows read; dropped: {', '.join(dropped) or 'none'}"
 
 
 class Filtered:

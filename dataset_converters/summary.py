@@ -23,11 +23,14 @@ def build_summary(name, source, options, data, filtered, texts, collector, extra
         "rows_read": {"interactions": data.rows_read, "items": data.item_rows_read},
         "skipped": skipped,
         "skipped_examples": data.issues.examples,
-        "filtered": {"below_min_rating": data.below_min_rating, **filtered.counts},
+        "filtered": filtered.counts,
+        "encodings": dict(data.issues.encodings),
+        "truncated_files": dict(data.issues.truncated),
         "rewritten_ids": {"count": len(data.rewritten),
                           "examples": dict(list(data.rewritten.items())[:5])},
         "text": {"template": data.template.template,
-                 "fields_never_present": data.template.unseen_fields()},
+                 "fields_never_present": data.template.unseen_fields(),
+                 "markup_only_fields_dropped": data.markup_only_fields},
         "images": {"problems": len(collector.problems)},
         "options": options,
     }
@@ -51,10 +54,14 @@ def format_summary(summary):
     ]
     if summary.get("skipped"):
         lines.append("skipped: " + ", ".join(f"{k} {v}" for k, v in summary["skipped"].items()))
-    filtered = {k: v for k, v in summary.get("filtered", {}).items()
-                if v and k.startswith(("dropped", "below"))}
-    if filtered:
-        lines.append("filtered: " + ", ".join(f"{k} {v}" for k, v in filtered.items()))
+    counts = summary.get("filtered", {})
+    lines.append(f"rows read: {counts.get('rows_read')}; removed per filter: " + ", ".join(
+        f"{k} {counts.get(k, 0)}" for k in ("below_min_rating", "bad_rows", "dropped_unknown_items",
+                                             "dropped_duplicates", "dropped_by_max_seq_len", "dropped_by_k_core")))
+    for path, lines_read in summary.get("truncated_files", {}).items():
+        lines.append(f"warning: {path} is truncated: its first {lines_read} lines were converted")
+    if summary.get("text", {}).get("markup_only_fields_dropped"):
+        lines.append(f"text fields that were only HTML markup, dropped: {summary['text']['markup_only_fields_dropped']}")
     unseen = summary.get("text", {}).get("fields_never_present")
     if unseen:
         lines.append(f"warning: text fields never present in any item: {', '.join(unseen)}")

@@ -6,14 +6,20 @@ import string
 
 from .issues import ConversionError
 
-_TAG = re.compile(r"<[^>]{0,500}>")
+# markup is stripped only where it is HTML: real tag names (a cut-off opening tag at the end
+# of a field too); "<1/3> Godzilla" or "Smash < Boxer 3>" keep their angle brackets
+_TAG_NAMES = (r"a|abbr|b|big|blockquote|br|center|code|dd|div|dl|dt|em|font|h[1-6]|hr|i|img|li|ol|p|pre|"
+              r"s|small|span|strike|strong|sub|sup|table|tbody|td|tfoot|th|thead|tr|tt|u|ul")
+_TAG = re.compile(rf"</?(?:{_TAG_NAMES})(?:\s[^<>]{{0,1000}})?/?>", re.IGNORECASE)
+_CUT_TAG = re.compile(rf"</?(?:{_TAG_NAMES})(?:\s[^<>]*)?$", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 _LEAD = " .,;:-|/"
 
 
 def clean_text(value, list_sep=" "):
     """One line of plain text from a raw field: lists flattened (joined by ``list_sep``),
-    dicts as ``key: value`` pairs, HTML tags and entities removed, whitespace collapsed."""
+    dicts as ``key: value`` pairs, HTML tags (a cut-off one at the end too) and entities
+    removed, whitespace collapsed."""
     if value is None:
         return ""
     if isinstance(value, dict):
@@ -22,8 +28,13 @@ def clean_text(value, list_sep=" "):
     if isinstance(value, (list, tuple)):
         parts = (clean_text(v, list_sep) for v in value)
         return list_sep.join(p for p in parts if p)
-    text = html.unescape(_TAG.sub(" ", str(value)))
+    text = html.unescape(_CUT_TAG.sub(" ", _TAG.sub(" ", str(value))))
     return _SPACE.sub(" ", text).strip()
+
+
+def only_markup(value):
+    """Whether a raw field value has text before cleaning but none after (all markup)."""
+    return isinstance(value, str) and bool(value.strip()) and not clean_text(value)
 
 
 class TextTemplate:

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import torch
+import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_pmmrec import compat
@@ -28,13 +29,21 @@ def name_list(value):
     return [n.strip(" '\"") for n in value.strip("[] ").split(",") if n.strip(" '\"")]
 
 
+def _scalar(text):
+    """A list element from the command line: a number or boolean as such, else the text."""
+    value = yaml.safe_load(text)
+    return value if isinstance(value, (int, float, bool)) else text
+
+
 class Config(RecBoleConfig):
     """RecBole's configurator with plugin-first model lookup and plugin YAML defaults.
 
     Precedence, lowest first: RecBole's overall/model/dataset YAML and its quick-start
     settings, then this plugin's ``properties/overall.yaml``, ``properties/model/<model>.yaml``
-    and ``properties/dataset/<dataset>.yaml``, then (with ``transfer_from``) the
-    checkpoint's architecture settings, then config files, the config dict and ``argv``.
+    and ``properties/dataset/<dataset>.yaml``, the dataset folder's own ``<dataset>.yaml``
+    (written by ``pmmrec-convert``), then (with ``transfer_from``) the checkpoint's
+    architecture settings, then config files, the config dict and ``argv``. A list-valued
+    key given as a string (``[a,b]``, ``"['a','b']"``, ``a,b``) becomes a list.
 
     ``argv`` holds ``--key=value`` arguments (a command's own argument list); unlike
     RecBole's Config, ``sys.argv`` is never read. A dataset given as ``a,b`` names the merged
@@ -95,6 +104,7 @@ class Config(RecBoleConfig):
             props / "overall.yaml",
             props / "model" / f"{model}.yaml",
             props / "dataset" / f"{dataset}.yaml",
+            self._dataset_folder(dataset) / f"{dataset}.yaml",  # written by pmmrec-convert
         ):
             if os.path.isfile(file):
                 self._update_internal_config_dict(str(file))
@@ -105,6 +115,20 @@ class Config(RecBoleConfig):
             trust = bool(self.external_config_dict.get("trust_checkpoint"))
             self.transfer_checkpoint = read_pmmrec_checkpoint(checkpoint, trust=trust)
             self.internal_config_dict.update(self.transfer_checkpoint.manifest["architecture"])
+
+    def _dataset_folder(self, dataset):
+        data_path = self.external_config_dict.get("data_path") or self.internal_config_dict.get("data_path")
+        return Path(data_path or "dataset/") / dataset
+
+    def _get_final_config_dict(self):
+        """RecBole's merge; then list-valued keys given as strings on the command line
+        (``[text]``, ``"['a','b']"``, ``a,b``) become lists."""
+        final = super()._get_final_config_dict()
+        for key, value in self.external_config_dict.items():
+            default = self.internal_config_dict.get(key)
+            if isinstance(value, str) and isinstance(default, list):
+                final[key] = [_scalar(v) for v in name_list(value)]
+        return final
 
     def _init_device(self):
         """RecBole's device choice, or, in a distributed run (RecBole's keys or torchrun's

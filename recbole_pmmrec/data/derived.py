@@ -2,7 +2,8 @@
 
 - :func:`prepare_dataset`: writes the dataset a config names when it is derived (the bundled
   default ``ml-100k-text``, or several sources merged), before RecBole reads it.
-- :func:`build_default_dataset`: the bundled ``ml-100k-text`` from RecBole's ml-100k.
+- :func:`build_default_dataset`: the bundled ``ml-100k-text`` from RecBole's ml-100k (by the
+  MovieLens converter).
 - :func:`merge_sources`: several source datasets mixed into one pre-training dataset, users
   and items prefixed with their source so identities never collide.
 - :func:`make_cold_start_dataset`: a copy in which some items occur only as users' last
@@ -54,32 +55,14 @@ def ensure_default_dataset(folder):
 
 
 def build_default_dataset(folder):
-    """``ml-100k-text`` into ``folder``: RecBole's ml-100k ratings unchanged, and per movie
-    the text "<title> (<year>). Genres: <g1>, <g2>." (no images)."""
-    import json
-    import shutil
+    """``ml-100k-text`` into ``folder``, by the MovieLens converter from RecBole's ml-100k:
+    the ratings in their file order (RecBole numbers users and items by first appearance)
+    and per movie the text "<title> (<year>). Genres: <g1>, <g2>." (no images)."""
+    from dataset_converters import convert
 
-    import recbole
-
-    source = Path(recbole.__file__).resolve().parent / "dataset_example" / "ml-100k"
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with replace_when_done(folder / f"{DEFAULT_DATASET}.content.jsonl") as dst, open(
-        source / "ml-100k.item", encoding="utf-8"
-    ) as src:
-        columns = [h.split(":")[0] for h in src.readline().rstrip("\n").split("\t")]
-        for line in src:
-            row = dict(zip(columns, line.rstrip("\n").split("\t")))
-            text = row["movie_title"].strip()
-            if row.get("release_year", "").strip():
-                text += f" ({row['release_year'].strip()})"
-            if row.get("class", "").split():
-                text += ". Genres: " + ", ".join(row["class"].split())
-            dst.write(json.dumps({"item_id": row["item_id"], "text": text + "."}, ensure_ascii=False) + "\n")
-    tmp = folder / f"{DEFAULT_DATASET}.inter.tmp"
-    shutil.copyfile(source / "ml-100k.inter", tmp)
-    os.replace(tmp, folder / f"{DEFAULT_DATASET}.inter")
-    return folder
+    convert("movielens", None, folder, name=DEFAULT_DATASET, keep_order=True, progress=False,
+            text_template="{title}. Genres: {genres}.")
+    return Path(folder)
 
 
 def read_inter(path):

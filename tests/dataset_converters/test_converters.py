@@ -465,7 +465,7 @@ def test_name_option_and_stale_files(tmp_path):
     assert (out / "clicks" / "clicks.image_report.tsv").is_file()
     convert("generic", raw, out, name="clicks", progress=False)
     assert sorted(p.name for p in (out / "clicks").iterdir() if p.is_file()) == [
-        "clicks.content.jsonl", "clicks.inter", "clicks.summary.json"]
+        "clicks.content.jsonl", "clicks.inter", "clicks.summary.json", "clicks.yaml"]
 
 
 def test_cli_reports_errors(tmp_path, capsys):
