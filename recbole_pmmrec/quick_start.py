@@ -99,8 +99,6 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     built (e.g. from ``transfer_from``) is evaluated, zero-shot.
     """
     config = Config(model, dataset, config_file_list, config_dict, argv=argv)
-    if config["test_items"] not in (None, "all", "unseen"):
-        raise ValueError(f"test_items must be 'all' or 'unseen', got {config['test_items']!r}")
     dataset, train_data, valid_data, test_data, model = build(config)
     logger = getLogger()
     total_params, trainable_params = _count_parameters(model)
@@ -109,6 +107,8 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     )
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if config["exclude_history_items"]:
+        trainer.exclude_training_items(train_data._dataset)
     if config["resume_from"]:
         trainer.resume_checkpoint(config["resume_from"], train_data)
     start = time.perf_counter()

@@ -21,6 +21,7 @@ import uuid
 from functools import lru_cache
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 from recbole.trainer import Trainer
 from recbole.trainer.trainer import AbstractTrainer
@@ -30,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from recbole_pmmrec.checkpoint import (
     CheckpointError, load_checkpoint, plain, restore_rng_states, rng_states, run_settings, save_checkpoint,
 )
+from recbole_pmmrec.data.dataset import training_history
 from recbole_pmmrec.distributed import barrier, from_rank_zero, gather_rows, share_of_mean
 from recbole_pmmrec.model.losses import corrupt_sequences, nicl_loss, rcl_loss
 
@@ -48,7 +50,8 @@ class PluginTrainerMixin:
     - a resume state written at the start of every epoch (``<checkpoint>.resume.pth``, removed
       when training ends): :meth:`resume_checkpoint` continues a killed run from it, with the
       model, optimiser, counters and every RNG (the loader's shuffling too) restored;
-    - ``evaluate(..., candidates=mask)``: full ranking among the ``candidates`` items only.
+    - ``evaluate(..., candidates=mask)``: full ranking among the ``candidates`` items only;
+    - :meth:`exclude_training_items`: full ranking without the user's whole history.
     """
 
     def __init__(self, config, model):
@@ -58,6 +61,7 @@ class PluginTrainerMixin:
         self.epoch_seconds = []
         self.resume_file = None
         self._candidates = None
+        self._history = None
 
     def _checkpoint_state(self, epoch):
         return {
@@ -110,7 +114,8 @@ class PluginTrainerMixin:
 
     def load_weights(self, checkpoint_file):
         """Load the model's weights from a checkpoint file written by this trainer."""
-        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device, trust=self.config["trust_checkpoint"])
+        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device, mmap=True,
+                                     trust=self.config["trust_checkpoint"])
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
@@ -151,11 +156,34 @@ class PluginTrainerMixin:
         finally:
             self._candidates = None
 
+    def exclude_training_items(self, train_dataset):
+        """From now on, full-ranking evaluation never ranks a user's training items nor the
+        items of the evaluated row's history (the user's whole history before the target)."""
+        users, items = getattr(train_dataset, "training_pairs", None) or training_history(train_dataset)
+        order = torch.argsort(users * train_dataset.item_num + items)
+        users, items = users[order], items[order]
+        starts = torch.searchsorted(users, torch.arange(train_dataset.user_num + 1))
+        self._history = (starts.to(self.device), items.to(self.device), self.config["USER_ID_FIELD"])
+
     def _full_sort_batch_eval(self, batched_data):
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        if self._history is not None:
+            scores = self._without_history(interaction, scores)
         if self._candidates is not None:
             scores = scores.masked_fill(~self._candidates, float("-inf"))
         return interaction, scores, positive_u, positive_i
+
+    def _without_history(self, interaction, scores):
+        starts, items, user_field = self._history
+        users = interaction[user_field].to(self.device)
+        counts = starts[users + 1] - starts[users]
+        rows = torch.repeat_interleave(torch.arange(len(users), device=self.device), counts)
+        offsets = torch.arange(int(counts.sum()), device=self.device) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts)
+        scores = scores.index_put((rows, items[starts[users].repeat_interleave(counts) + offsets]),
+                                  torch.tensor(float("-inf"), device=self.device))
+        item_seq = interaction[self.config["ITEM_ID_FIELD"] + self.config["LIST_SUFFIX"]].to(self.device)
+        return scores.scatter(1, item_seq, float("-inf"))
 
 
 def _differing_settings(saved, current, ignore=()):

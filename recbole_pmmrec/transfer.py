@@ -13,11 +13,11 @@ from logging import getLogger
 from pathlib import Path
 
 from recbole_pmmrec.checkpoint import read_pmmrec_checkpoint
-from recbole_pmmrec.config import name_list
 from recbole_pmmrec.model.fusion import FusionSettings
 from recbole_pmmrec.model.modality_encoders import ImageEncoderSettings, TextEncoderSettings
 from recbole_pmmrec.model.settings import ComponentSettings
 from recbole_pmmrec.model.user_encoder import UserEncoderSettings
+from recbole_pmmrec.validation import name_list
 
 
 @dataclass(frozen=True)

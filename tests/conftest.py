@@ -128,6 +128,7 @@ def tiny_config(data_path, tiny_bert, tiny_clip, tmp_path, **overrides):
         "checkpoint_dir": str(Path(tmp_path) / "saved"),
         "text_encoder": str(tiny_bert),
         "image_encoder": str(tiny_clip),
+        "image_pretrained": "random",
         "hidden_size": 32,
         "inner_size": 64,
         "n_heads": 2,

@@ -13,6 +13,7 @@ from recbole_pmmrec.evaluation import unseen_items, unseen_target_loader
 from recbole_pmmrec.quick_start import main, run_recbole
 from recbole_pmmrec.registry import create_dataset, get_model
 from recbole_pmmrec.transfer import COMPONENTS, TransferError, parse_components
+from recbole_pmmrec.validation import COMPONENT_NAMES, SettingsError
 from tests.conftest import tiny_config, write_tiny_bert, write_tiny_dataset
 
 FAST = {"epochs": 2, "nid_weight": 0.0, "rcl_weight": 0.0}
@@ -132,6 +133,10 @@ def test_shape_mismatch_names_the_component_and_the_setting(pretrained, tiny_ber
                                             r"checkpoint \[10, 32\], target \[5, 32\].*MAX_ITEM_LIST_LENGTH"):
         build_model(target_config(root, tiny_bert, tiny_clip, tmp_path, transfer_from=checkpoint,
                                   transfer="user_encoder", MAX_ITEM_LIST_LENGTH=5))
+    with pytest.raises(SettingsError, match=r"MAX_ITEM_LIST_LENGTH=20: the user encoder of transfer_from .* has 10 "
+                                            r"positions; use at most 10"):  # fails at the settings, before data
+        build_model(target_config(root, tiny_bert, tiny_clip, tmp_path, transfer_from=checkpoint,
+                                  MAX_ITEM_LIST_LENGTH=20))
     with pytest.raises(TransferError, match=r"component text_encoder does not match.*hidden_size=32 vs 16"):
         build_model(target_config(root, tiny_bert, tiny_clip, tmp_path, transfer_from=checkpoint,
                                   hidden_size=16, inner_size=32))
@@ -148,7 +153,7 @@ def test_encoder_and_component_presence_errors(pretrained, tiny_bert, tiny_clip,
     with pytest.raises(TransferError, match=r"component image_encoder is not in the target model"):
         build_model(target_config(root, tiny_bert, tiny_clip, tmp_path, transfer_from=checkpoint,
                                   item_modalities=["text"], transfer=["image_encoder"]))
-    with pytest.raises(TransferError, match=r"unknown component\(s\) \['item_embedding'\]"):
+    with pytest.raises(SettingsError, match=r"transfer=\['item_embedding'\]: expected all, or a list of"):
         build_model(target_config(root, tiny_bert, tiny_clip, tmp_path, transfer_from=checkpoint,
                                   transfer=["item_embedding"]))
     with pytest.raises(CheckpointError, match="checkpoint not found"):
@@ -191,11 +196,12 @@ def test_command_line_transfer_subset_and_zero_shot(pretrained, tiny_bert, tiny_
     assert "test result: {'hit@5'" in out and "saved model" not in out
     assert parse_components("[text_encoder,user_encoder]") == parse_components(["text_encoder", "user_encoder"])
     assert parse_components("all") is None and parse_components("fusion") == ["fusion"]
+    assert tuple(COMPONENTS) == COMPONENT_NAMES  # the settings rule knows every component
 
 
 def test_an_unknown_test_items_value_fails_before_training(tiny_data, make_config):
-    with pytest.raises(ValueError, match="test_items must be 'all' or 'unseen', got 'cold'"):
-        run_recbole(model="PMMRec", dataset="tiny", config_dict=make_config(tiny_data, test_items="cold"))
+    with pytest.raises(SettingsError, match=r"test_items='cold': expected one of \['all', 'unseen'\]"):
+        run_recbole(model="SASRec", dataset="tiny", config_dict=make_config(tiny_data, test_items="cold"))
 
 
 def test_a_transfer_reads_the_checkpoint_once(pretrained, tiny_bert, tiny_clip, tmp_path, monkeypatch):

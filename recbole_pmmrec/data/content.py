@@ -15,6 +15,8 @@ from typing import Optional
 
 import torch
 
+from dataset_converters.reading import MOJIBAKE
+
 MODALITIES = ("text", "image")
 
 
@@ -56,11 +58,16 @@ def read_content_file(path):
     if not path.is_file():
         raise ContentError(f"item content file not found: {path}")
     content = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            where = f"{path}, line {line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ContentError(f"{where}: not valid UTF-8 ({err.reason} at byte {err.start}); content files "
+                                   f"are UTF-8 JSON lines") from None
             if not line.strip():
                 continue
-            where = f"{path}, line {line_no}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
@@ -80,3 +87,9 @@ def read_content_file(path):
             text = text if text and text.strip() else None
             content[token] = (text, image or None, line_no)
     return content
+
+
+def garbled_texts(content):
+    """Item tokens whose text looks like mojibake (replacement or control characters,
+    UTF-8 read as latin-1): the text was decoded with the wrong encoding upstream."""
+    return [token for token, (text, _, _) in content.items() if text and MOJIBAKE.search(text)]

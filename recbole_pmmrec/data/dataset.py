@@ -1,12 +1,16 @@
 """``PMMRecDataset``: RecBole's SequentialDataset plus item content and per-user training rows."""
 
+import os
+
 import numpy as np
 import torch
 from recbole.data.dataset import SequentialDataset
 
-from recbole_pmmrec.data.content import ContentError, ItemContent, check_modalities, content_file, read_content_file
-from recbole_pmmrec.data.images import decode_images
-from recbole_pmmrec.pretrained import image_size, load_tokenizer
+from recbole_pmmrec.data.content import (
+    ContentError, check_modalities, content_file, garbled_texts, read_content_file,
+)
+from recbole_pmmrec.data.atomic import check_atomic_header, first_bad_value
+from recbole_pmmrec.data.encoding import item_content
 
 TRAIN_ROWS = ("user", "window", "prefix")
 
@@ -47,6 +51,21 @@ def item_train_counts(train, with_history=True):
     return torch.bincount(items, minlength=train.item_num).float()
 
 
+def training_history(train):
+    """``(users, items)``: every (user, item) pair of a sequential dataset's training rows
+    (targets and histories). With RecBole's one row per prefix, that is every training
+    interaction."""
+    inter = train.inter_feat
+    users, items = [inter[train.uid_field]], [inter[train.iid_field]]
+    list_field = getattr(train, "item_id_list_field", None)
+    if list_field in inter.interaction:
+        seq = inter[list_field]
+        users.append(inter[train.uid_field].unsqueeze(1).expand_as(seq)[seq > 0])
+        items.append(seq[seq > 0])
+    pairs = torch.unique(torch.stack([torch.cat(users), torch.cat(items)]), dim=1)
+    return pairs[0], pairs[1]
+
+
 class PMMRecDataset(SequentialDataset):
     """Sequential dataset whose items carry text and/or an image (``NAME.content.jsonl``).
 
@@ -59,66 +78,66 @@ class PMMRecDataset(SequentialDataset):
         super().__init__(config)
         self.item_content = self._load_item_content()
 
+    def _load_feat(self, filepath, source):
+        """RecBole's reading of an atomic file, after checking its header; a value RecBole
+        cannot read is an error naming the file, line and field."""
+        if os.path.isfile(filepath):
+            check_atomic_header(filepath, (self.config["load_col"] or {}).get(getattr(source, "value", source)))
+        try:
+            return super()._load_feat(filepath, source)
+        except ValueError as error:
+            raise ContentError(first_bad_value(filepath) or f"{filepath}: {error}") from None
+
     def _load_item_content(self):
         config = self.config
         modalities = check_modalities(config["item_modalities"])
         path = content_file(config["data_path"], config["dataset"])
         raw = read_content_file(path)
-        tokens = self.field2id_token[self.iid_field]
-        n_items = len(tokens)
-        rows = [raw.get(str(tok)) for tok in tokens]
-        rows[0] = None  # [PAD]
-        known = set(str(t) for t in tokens[1:])
-        unused = sum(1 for tok in raw if tok not in known)
-        no_content = sum(1 for r in rows[1:] if r is None)
-        content = ItemContent(n_items=n_items)
+        tokens = [str(t) for t in self.field2id_token[self.iid_field]]
+        rows = [None] + [raw.get(token) for token in tokens[1:]]  # row 0: [PAD]
+        texts = [r and r[0] for r in rows]
+        images = [None if r is None or r[1] is None else (path.parent / r[1], f"{path}, line {r[2]} (item {t})")
+                  for t, r in zip(tokens, rows)]
+        content, image_problems = item_content(texts, images, config)
+        self._report_content(path, raw, tokens, rows, content, modalities, image_problems)
+        return content
+
+    def _report_content(self, path, raw, tokens, rows, content, modalities, image_problems):
+        """Log what each item lacks (counted, first ids named); no item with an enabled
+        modality is an error."""
+        n_items, name = len(tokens) - 1, path.name
+        no_line = [t for t, r in zip(tokens[1:], rows[1:]) if r is None]
+        unused = len(set(raw) - set(tokens[1:]))
+        garbled = garbled_texts({t: raw[t] for t in tokens[1:] if t in raw})
         if "text" in modalities:
-            content.text_ids, content.text_mask = self._tokenize([r and r[0] for r in rows])
             no_text = int((content.text_mask[1:].sum(dim=1) == 0).sum())
-            self.logger.info(f"{path.name}: {no_text} of {n_items - 1} items have no text (text masked)")
-            if no_text == n_items - 1:
+            self.logger.info(f"{name}: {no_text} of {n_items} items have no text, or only whitespace (text masked)")
+            if no_text == n_items:
                 raise ContentError(f"{path}: no item has text, but item_modalities includes 'text'")
         if "image" in modalities:
-            images = [None if r is None or r[1] is None else (path.parent / r[1], f"{path}, line {r[2]}")
-                      for r in rows]
-            content.pixels, content.has_image = decode_images(images, image_size(config["image_encoder"]))
             no_image = int((content.has_image[1:] == 0).sum())
-            self.logger.info(f"{path.name}: {no_image} of {n_items - 1} items have no image (image masked)")
-            if no_image == n_items - 1:
+            self.logger.info(f"{name}: {no_image} of {n_items} items have no image (image masked)")
+            if image_problems:
+                self.logger.warning(f"{name}: {len(image_problems)} images could not be read and are masked "
+                                    f"(bad_images: mask), e.g. {'; '.join(image_problems[:3])}")
+            if no_image == n_items:
                 raise ContentError(
                     f"{path}: no item has an image, but item_modalities includes 'image' "
                     "(set item_modalities: [text] for a text-only dataset)"
                 )
-        if no_content:
-            self.logger.warning(f"{path.name}: {no_content} items of {config['dataset']}.inter have no line")
+        if no_line:
+            self.logger.warning(f"{name}: {len(no_line)} items of {self.config['dataset']}.inter have no line "
+                                f"(no content), e.g. {no_line[:5]}")
         if unused:
-            self.logger.info(f"{path.name}: {unused} lines name items not in the filtered dataset (ignored)")
-        return content
-
-    def _tokenize(self, texts):
-        tokenizer = load_tokenizer(self.config["text_encoder"])
-        pad = tokenizer.pad_token_id or 0
-        have = [i for i, t in enumerate(texts) if t]
-        width = 1
-        if have:
-            encoded = tokenizer(
-                [texts[i] for i in have],
-                padding="longest",
-                truncation=True,
-                max_length=self.config["text_max_length"],
-                return_tensors="pt",
-            )
-            width = encoded["input_ids"].shape[1]
-        ids = torch.full((len(texts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(texts), width), dtype=torch.long)
-        if have:
-            ids[have] = encoded["input_ids"]
-            mask[have] = encoded["attention_mask"]
-        return ids, mask
+            self.logger.info(f"{name}: {unused} lines name items not in the filtered dataset (ignored)")
+        if garbled:
+            self.logger.warning(f"{name}: {len(garbled)} texts look garbled (replacement or control characters, "
+                                f"or UTF-8 read as latin-1 upstream), e.g. items {garbled[:5]}")
 
     def build(self):
         datasets = super().build()
         train = datasets[0]
+        history = training_history(train)  # from every prefix row, before rows are selected
         mode = self.config["train_rows"]
         keep = select_train_rows(train.inter_feat[self.uid_field].numpy(), mode, self.max_item_list_len)
         if len(keep) != len(train):
@@ -128,4 +147,5 @@ class PMMRecDataset(SequentialDataset):
         counts = item_train_counts(datasets[0], with_history=mode != "prefix")
         for ds in (self, *datasets):
             ds.item_train_counts = counts
+            ds.training_pairs = history
         return datasets

@@ -28,6 +28,7 @@ class Backbone:
     """
 
     splittable = True  # any split of the blocks works (else only 0 and n_blocks)
+    finish_modules = ()  # attribute names of the modules ``finish`` runs (they train with the top blocks)
 
     def __init__(self, network, blocks):
         self.network = network
@@ -121,10 +122,13 @@ class OpenClipViT(Backbone):
     ``ln_pre``), ``transformer.resblocks``, then ``ln_post`` on every token; inputs: the
     normalised pixels (no token mask)."""
 
+    finish_modules = ("ln_post",)
+
     def __init__(self, network):
         if not network.transformer.batch_first:
             raise ValueError("open_clip vision towers must run batch-first")
         super().__init__(network, network.transformer.resblocks)
+        self.width = network.ln_post.normalized_shape[0]
 
     def embed(self, pixels):
         return self.network._embeds(pixels)
@@ -148,3 +152,37 @@ class OpenClipViT(Backbone):
             output_extra_tokens=True,
         )
         return torch.cat([out["image_intermediates_prefix"][0], out["image_intermediates"][0]], dim=1)
+
+
+class TimmCNN(Backbone):
+    """A timm EfficientNet-style CNN (``conv_stem``, ``bn1``, ``blocks`` in stages,
+    ``conv_head``, ``bn2``); its blocks are the individual blocks of every stage. Its token
+    states are the last feature map's spatial positions, after the pooled vector as a first
+    token; inputs: the normalised pixels (no token mask)."""
+
+    finish_modules = ("conv_head", "bn2")
+
+    def __init__(self, network):
+        super().__init__(network, [block for stage in network.blocks for block in stage])
+        self.width = network.num_features
+
+    def embed(self, pixels):
+        return self.network.bn1(self.network.conv_stem(pixels))
+
+    def block_mask(self, hidden, token_mask):
+        return None
+
+    def run_block(self, block, hidden, mask):
+        return block(hidden)
+
+    def finish(self, hidden):
+        return _map_tokens(self.network.bn2(self.network.conv_head(hidden)))
+
+    def full(self, pixels, token_mask):
+        return _map_tokens(self.network.forward_features(pixels))
+
+
+def _map_tokens(feature_map):
+    """``[N, C, H, W]`` -> ``[N, 1 + H*W, C]``: the mean over positions, then each position."""
+    tokens = feature_map.flatten(2).transpose(1, 2)
+    return torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)

@@ -8,8 +8,9 @@ computed once for every item, in chunks, and written as ``float16`` to a ``.npy`
   block, pooling, and the items' inputs: token ids, or the pixels' source files), so a
   change of text, encoder, split or length builds a new file and nothing stale is read;
 - a second run with the same data and encoder reads the file instead of encoding;
-- a file up to ``feature_cache_ram_mb`` is loaded into RAM; a larger one is memory-mapped,
-  so its rows are read from disk as batches need them.
+- a file up to ``feature_cache_ram_mb`` is loaded into RAM; a larger one stays on disk and
+  its rows are read as batches need them (positioned reads, not a memory map, whose pages
+  would count in the process's resident memory).
 
 Files are written through a temporary file renamed into place: a kill during the build
 never leaves a file that a later run trusts.
@@ -49,53 +50,86 @@ def frozen_digest(network):
 
 
 class FeatureCache:
-    """Rows of one modality's cached states: ``rows(ids)`` -> ``float16`` tensor on the CPU."""
+    """Rows of one modality's cached states: ``rows(ids)`` -> ``float16`` tensor on the CPU.
 
-    def __init__(self, array, path=None):
-        self.array = array  # numpy array in RAM or memory-mapped
-        self.path = path
+    Held in RAM (``array``), or, above the RAM budget, left on disk and read row by row with
+    positioned reads (``on_disk``): unlike a memory map, pages read this way are the
+    operating system's file cache, not the process's resident memory.
+    """
+
+    def __init__(self, path, shape, array=None):
+        self.path, self.shape, self.array = Path(path), tuple(shape), array
+        self.row_shape = self.shape[1:]
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * 2
+        self.offset = _data_offset(self.path)
 
     @property
-    def memory_mapped(self):
-        return isinstance(self.array, np.memmap)
+    def on_disk(self):
+        return self.array is None
 
     @property
     def nbytes(self):
-        return self.array.nbytes
+        return self.shape[0] * self.row_bytes
 
-    def rows(self, ids):
-        return torch.from_numpy(np.ascontiguousarray(self.array[ids.cpu().numpy()]))
+    @property
+    def itemsize(self):
+        return 2
+
+    def rows(self, ids, width=None):
+        """The rows of ``ids`` (their first ``width`` tokens, for token states)."""
+        index = ids.cpu().numpy()
+        if self.array is not None:
+            rows = self.array[index] if width is None else self.array[index, :width]
+            return torch.from_numpy(np.ascontiguousarray(rows))
+        out = np.empty((len(index), *self.row_shape), dtype=np.float16)
+        with open(self.path, "rb", buffering=0) as f:
+            for position, row in enumerate(index.tolist()):
+                data = os.pread(f.fileno(), self.row_bytes, self.offset + row * self.row_bytes)
+                out[position] = np.frombuffer(data, dtype=np.float16).reshape(self.row_shape)
+        return torch.from_numpy(out if width is None else np.ascontiguousarray(out[:, :width]))
+
+
+def _data_offset(path):
+    """Where the values start in a ``.npy`` file (after its header)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        formats = np.lib.format
+        (formats.read_array_header_1_0 if version == (1, 0) else formats.read_array_header_2_0)(f)
+        return f.tell()
 
 
 def build_or_load(path, shape, encode_chunk, n_items, chunk_size, ram_budget_bytes, desc):
     """The cache at ``path`` (``.npy``, ``float16``, ``shape``), built first if absent by
     ``encode_chunk(ids) -> tensor`` over ``n_items`` in chunks; in RAM if it fits
-    ``ram_budget_bytes``, else memory-mapped."""
+    ``ram_budget_bytes``, else read from disk per batch."""
     path = Path(path)
     if not path.is_file():
         _build(path, shape, encode_chunk, n_items, chunk_size, desc)
     else:
         getLogger().info(f"{desc}: read from {path}")
-    array = np.load(path, mmap_mode="r")
-    if tuple(array.shape) != tuple(shape):
-        raise ValueError(f"{path}: cached shape {array.shape}, expected {shape}; delete the file to rebuild it")
-    if array.nbytes <= ram_budget_bytes:
-        array = np.array(array)
-    return FeatureCache(array, path)
+    stored = np.load(path, mmap_mode="r")
+    if tuple(stored.shape) != tuple(shape) or stored.dtype != np.float16:
+        raise ValueError(f"{path}: cached {stored.dtype} {stored.shape}, expected float16 {shape}; delete the file")
+    in_ram = np.array(stored) if stored.nbytes <= ram_budget_bytes else None
+    del stored
+    return FeatureCache(path, shape, in_ram)
 
 
 def _build(path, shape, encode_chunk, n_items, chunk_size, desc):
+    """Write the cache chunk by chunk (never more than a chunk in memory), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.npy")
     getLogger().info(f"{desc}: computing {n_items} items into {path}")
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=tuple(shape))
-        ids = torch.arange(n_items)
-        for chunk in tqdm(ids.split(chunk_size), desc=desc, leave=False):
-            values = encode_chunk(chunk)
-            out[chunk[0].item(): chunk[-1].item() + 1, ...] = values.to(torch.float16).cpu().numpy()
-        out.flush()
-        del out
+        with open(tmp, "wb") as f:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False,
+                      "shape": tuple(shape)}
+            np.lib.format.write_array_header_2_0(f, header)
+            for chunk in tqdm(torch.arange(n_items).split(chunk_size), desc=desc, leave=False):
+                values = encode_chunk(chunk).to(torch.float16).cpu().contiguous()
+                if tuple(values.shape[1:]) != tuple(shape[1:]):
+                    raise ValueError(f"{desc}: encoded rows of shape {tuple(values.shape[1:])}, expected {shape[1:]}")
+                f.write(values.numpy().tobytes())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -21,8 +21,21 @@ class FusionSettings(ComponentSettings):
     fusion_n_heads: int
     modality_type_embedding: bool
     fusion_norm_first: bool
+    fusion_image_grid: int
     hidden_size: int
     layer_norm_eps: float
+
+
+def pool_patch_grid(states, grid):
+    """Image token states ``[N, 1 + P, H]`` (a leading class token, then a square grid of P
+    patch tokens) with the patches average-pooled to a ``grid x grid`` grid: ``[N, 1 +
+    grid^2, H]``. ``grid`` 0 keeps every token; pooling an already pooled grid changes nothing."""
+    side = int(round((states.shape[1] - 1) ** 0.5))
+    if not grid or side * side != states.shape[1] - 1 or side <= grid:
+        return states
+    patches = states[:, 1:].transpose(1, 2).reshape(states.shape[0], states.shape[2], side, side)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(patches, grid).flatten(2).transpose(1, 2)
+    return torch.cat([states[:, :1], pooled], dim=1)
 
 
 def masked_mean(tokens, mask):

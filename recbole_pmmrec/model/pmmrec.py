@@ -63,7 +63,6 @@ class PMMRec(SequentialRecommender):
         self.logq_correction = config["logq_correction"]
         self.mask_history_negatives = config["mask_history_negatives"]
         self.every_position = config["train_rows"] != "prefix"
-        self.exclude_history_items = config["exclude_history_items"]
         self.eval_chunk_size = config["item_encode_batch_size"]
         self.initializer_range = config["initializer_range"]
 
@@ -121,7 +120,7 @@ class PMMRec(SequentialRecommender):
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         self._all_item_cache = None
-        self.item_encoder.clear_caches()
+        self.item_encoder.clear_stale_caches(state_dict, prefix="item_encoder.")
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def all_item_vectors(self):
@@ -151,8 +150,7 @@ class PMMRec(SequentialRecommender):
 
     def user_states(self, item_seq, seq_vectors):
         """Per-position user states ``[B, L, d]`` from the history's item vectors."""
-        seq_vectors = seq_vectors * (item_seq > 0).unsqueeze(-1).to(seq_vectors.dtype)
-        return self.user_encoder(seq_vectors, self.get_attention_mask(item_seq))
+        return self.user_encoder(seq_vectors, item_seq)
 
     def _gather_vectors(self, vectors, index):
         padded = torch.cat([vectors, torch.zeros_like(vectors[:1])])  # index -1 -> zeros
@@ -172,24 +170,32 @@ class PMMRec(SequentialRecommender):
     def encode_batch(self, interaction, noisy_seq=None):
         """Encode a training batch once for every objective: the unique items' vectors, the
         per-position user states and targets, and (given ``noisy_seq``, a corrupted copy of
-        the histories ``[B, L]``) the user states of the corrupted histories."""
+        the histories ``[B, L]``) the user states of the corrupted histories.
+
+        The candidates (``unique``, ``vectors``) are the items of the histories and targets
+        only: the items a corrupted copy brings in are encoded for its states but never
+        become negatives, so switching NID or RCL on leaves the other objectives' candidate
+        pools as they are."""
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         targets = next_item_targets(item_seq, item_seq_len, interaction[self.POS_ITEM_ID], self.every_position)
-        unique, vectors = self._unique_items(*(t for t in (item_seq, targets, noisy_seq) if t is not None))
+        encoded, vectors = self._unique_items(*(t for t in (item_seq, targets, noisy_seq) if t is not None))
+        unique = torch.unique(torch.cat([item_seq[item_seq > 0], targets[targets > 0]]))
+        rows = torch.searchsorted(encoded, unique)
+        candidates = ItemVectors(*(None if v is None else v[rows] for v in vectors))
         seq_index = self._index_in(unique, item_seq)
         batch = TrainBatch(
             item_seq=item_seq,
             item_seq_len=item_seq_len,
             targets=targets,
             unique=unique,
-            vectors=vectors,
+            vectors=candidates,
             seq_index=seq_index,
             target_index=self._index_in(unique, targets),
-            states=self.user_states(item_seq, self._gather_vectors(vectors.fused, seq_index)),
+            states=self.user_states(item_seq, self._gather_vectors(candidates.fused, seq_index)),
         )
         if noisy_seq is not None:
-            noisy_index = self._index_in(unique, noisy_seq)
+            noisy_index = self._index_in(encoded, noisy_seq)
             batch.noisy_states = self.user_states(noisy_seq, self._gather_vectors(vectors.fused, noisy_index))
         return self._candidates_of_every_rank(batch) if world_size() > 1 else batch
 
@@ -241,7 +247,4 @@ class PMMRec(SequentialRecommender):
     def full_sort_predict(self, interaction):
         item_seq = interaction[self.ITEM_SEQ]
         user = self.forward(item_seq, interaction[self.ITEM_SEQ_LEN])
-        scores = user @ self.all_item_vectors().T
-        if self.exclude_history_items:
-            scores = scores.scatter(1, item_seq, float("-inf"))
-        return scores
+        return user @ self.all_item_vectors().T

@@ -41,8 +41,18 @@ class UserEncoder(nn.Module):
             layer_norm_eps=settings.layer_norm_eps,
         )
 
-    def forward(self, item_vectors, attention_mask):
-        """``attention_mask`` is RecBole's extended causal mask (``get_attention_mask``)."""
+    def forward(self, item_vectors, item_seq):
+        """Per-position states of histories ``item_seq`` ``[B, L]`` (0 = padding) whose item
+        vectors are ``item_vectors`` ``[B, L, d]``; position t sees positions <= t only."""
+        item_vectors = item_vectors * (item_seq > 0).unsqueeze(-1).to(item_vectors.dtype)
         positions = torch.arange(item_vectors.shape[1], device=item_vectors.device)
         hidden = self.dropout(self.layer_norm(item_vectors + self.position_embedding(positions)))
-        return self.transformer(hidden, attention_mask, output_all_encoded_layers=False)[-1]
+        return self.transformer(hidden, causal_mask(item_seq), output_all_encoded_layers=False)[-1]
+
+
+def causal_mask(item_seq):
+    """The additive attention mask of a history ``[B, L]``: ``[B, 1, L, L]``, 0 where a
+    position may attend (an earlier or the same real item), -10000 elsewhere (as RecBole's
+    ``get_attention_mask``)."""
+    allowed = (item_seq != 0).unsqueeze(1).unsqueeze(2).expand(-1, -1, item_seq.size(-1), -1)
+    return torch.where(torch.tril(allowed), 0.0, -10000.0)

@@ -15,13 +15,13 @@ from tests.conftest import build_dataset
 
 def test_missing_image_file_names_file_and_line(tiny_data, make_config):
     (tiny_data / "tiny" / "images" / "i4.png").unlink()
-    with pytest.raises(ContentError, match=r"tiny\.content\.jsonl, line 5: image file not found: .*i4\.png"):
+    with pytest.raises(ContentError, match=r"tiny\.content\.jsonl, line 5 \(item i4\): image file not found: .*i4\.png"):
         build_dataset(make_config, tiny_data)
 
 
 def test_corrupt_image_names_file_and_line(tiny_data, make_config):
     (tiny_data / "tiny" / "images" / "i2.png").write_bytes(b"not a png")
-    with pytest.raises(ContentError, match=r"line 3: image file cannot be read: .*i2\.png"):
+    with pytest.raises(ContentError, match=r"line 3 \(item i2\): image file cannot be read: .*i2\.png"):
         build_dataset(make_config, tiny_data)
 
 
@@ -31,10 +31,11 @@ def test_pixels_decoded_once_then_normalised_by_the_encoder_equal_open_clips_pre
     rng = np.random.default_rng(0)
     path = tmp_path / "photo.png"
     Image.fromarray(rng.integers(0, 256, (50, 37, 3), dtype=np.uint8)).save(path)
-    pixels, has_image = decode_images([(path, "photo"), None], size=32)
+    pixels, has_image, problems = decode_images([(path, "photo"), None], size=32)
+    assert not problems
     assert pixels.dtype == torch.uint8 and pixels.shape == (2, 3, 32, 32)
     assert has_image.tolist() == [1.0, 0.0] and not pixels[1].any()
-    encoder = ImageEncoder(ImageEncoderSettings(str(tiny_clip), None, 0, 8))
+    encoder = ImageEncoder(ImageEncoderSettings(str(tiny_clip), "random", 0, 8))
     _, _, preprocess = open_clip.create_model_and_transforms(clip_model_name(str(tiny_clip)))
     with Image.open(path) as image:
         expected = preprocess(image)

@@ -59,7 +59,7 @@ def test_the_cache_holds_float16_and_a_second_run_reads_it(tiny_data, make_confi
     files = _cache_files(tiny_data)
     assert [f.split("-")[:2] for f in files] == [["image", "split2"], ["text", "split1"]]
     for (modality, _), cache in model.item_encoder._caches.items():
-        assert cache.array.dtype == np.float16 and cache.array.shape[0] == model.n_items
+        assert cache.array.dtype == np.float16 and cache.shape[0] == model.n_items and cache.itemsize == 2
     stamps = {p: p.stat().st_mtime_ns for p in (tiny_data / "tiny" / ".pmmrec_cache").glob("*.npy")}
     _, again, *_ = build_model(make_config, tiny_data, text_trainable_layers=1, image_trainable_layers=0)
     rows = []
@@ -97,12 +97,12 @@ def test_a_stale_cache_is_never_used(tiny_data, make_config, tmp_path, change):
     assert torch.allclose(vectors, _uncached(changed).item_encoder(torch.arange(1, changed.n_items)).fused, **FP16)
 
 
-def test_a_cache_above_the_ram_budget_is_memory_mapped(tiny_data, make_config):
+def test_a_cache_above_the_ram_budget_is_read_from_disk(tiny_data, make_config):
     _, model, *_ = build_model(make_config, tiny_data, item_modalities=["text"], text_trainable_layers=1,
                                feature_cache_ram_mb=0)
     ids = torch.tensor([4, 2, 9])
     vectors = model.eval().item_encoder(ids).fused
-    assert model.item_encoder._caches[("text", False)].memory_mapped
+    assert model.item_encoder._caches[("text", False)].on_disk
     assert torch.allclose(vectors, _uncached(model).item_encoder(ids).fused, **FP16)
 
 

@@ -45,7 +45,7 @@ def test_frozen_text_encoder_has_no_trainable_backbone(tiny_bert):
 
 
 def test_image_encoder_returns_cls_and_patch_states(tiny_clip):
-    encoder = image_encoder(tiny_clip, None, 1)
+    encoder = image_encoder(tiny_clip, "random", 1)
     pixels = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)  # the data layer's pixels
     states = encoder.backbone_states(pixels)
     assert states.shape == (3, 1 + (32 // 8) ** 2, 32)  # CLS + 16 patches
@@ -97,7 +97,7 @@ def test_every_split_of_the_backbones_reproduces_their_output(tiny_bert, tiny_cl
     pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     for encoder, inputs, mask in ((text_encoder(minilm, 0), batch["input_ids"], batch["attention_mask"]),
                                   (text_encoder(tiny_bert, 0), batch["input_ids"] % 100, batch["attention_mask"]),
-                                  (image_encoder(tiny_clip, None, 0), pixels, None)):
+                                  (image_encoder(tiny_clip, "random", 0), pixels, None)):
         prepared = encoder.prepare(inputs)
         for split in range(encoder.n_blocks + 1):
             assert encoder.view.check_split(prepared, mask, split, atol=1e-5), (type(encoder.view).__name__, split)

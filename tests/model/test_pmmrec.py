@@ -24,15 +24,6 @@ def test_all_item_vectors_are_computed_once_per_evaluation(tiny_data, make_confi
     assert sum(calls[1:]) == model.n_items - 1
 
 
-def test_exclude_history_items(tiny_data, make_config):
-    _, model, _, _, test = build_model(make_config, tiny_data, exclude_history_items=True)
-    model.eval()
-    batch = next(iter(test))[0]
-    scores = model.full_sort_predict(batch)
-    seq = batch["item_id_list"]
-    assert torch.isinf(scores.gather(1, seq)).all()
-
-
 def test_ce_loss_trains(tiny_data, make_config):
     _, model, train, _, _ = build_model(make_config, tiny_data, loss_type="CE", item_modalities=["text"])
     batch = next(iter(train))
@@ -40,3 +31,12 @@ def test_ce_loss_trains(tiny_data, make_config):
     assert loss.item() == pytest.approx(math.log(model.n_items - 1), rel=0.2)  # ~uniform at init
     loss.backward()
     assert model.item_encoder.text_encoder.proj.weight.grad.abs().sum() > 0
+
+
+def test_the_user_encoders_mask_is_recboles():
+    from recbole.model.abstract_recommender import SequentialRecommender
+
+    from recbole_pmmrec.model.user_encoder import causal_mask
+
+    item_seq = torch.tensor([[3, 5, 2, 0, 0], [7, 0, 0, 0, 0], [1, 2, 3, 4, 5]])
+    assert torch.equal(causal_mask(item_seq), SequentialRecommender.get_attention_mask(None, item_seq))
