@@ -45,8 +45,10 @@ def title_names(title):
 class MovieIndex:
     """The movies of a ``movies.dat`` (``id::title (year)::genres``) by name and year."""
 
-    def __init__(self, movies_file, encoding="utf-8"):
+    def __init__(self, movies_file, encoding=None):
+        """``encoding``: default UTF-8 when the file decodes as such, else MovieLens' latin-1."""
         self.by_name, self.by_year = defaultdict(set), defaultdict(list)
+        encoding = encoding or reading.detect_encoding(movies_file, "latin-1")
         for line_no, fields in reading.iter_fixed(movies_file, Issues(strict=True), "::", 3, encoding, False):
             match = _YEAR.match(fields[1].strip())
             if not match:

@@ -201,16 +201,19 @@ def test_images_from_a_map_file_for_any_dataset(tmp_path):
 def test_the_poster_map_joins_on_title_and_year(tmp_path, capsys):
     posters = tmp_path / "posters"
     posters.mkdir()
-    for movie in ("1", "2", "7"):
+    for movie in ("1", "2", "7", "9"):
         Image.new("RGB", (4, 4)).save(posters / f"{movie}.jpg")
-    write_lines(tmp_path / "movies.dat", ["1::Toy Story (1995)::Animation", "2::Postman, The (Postino, Il) (1994)::Drama",
-                                          "3::Heat (1995)::Action", "7::Usual Suspects, The (1995)::Crime"])
+    movies = ["1::Toy Story (1995)::Animation", "2::Postman, The (Postino, Il) (1994)::Drama",
+              "3::Heat (1995)::Action", "7::Usual Suspects, The (1995)::Crime", "9::Misérables, Les (1995)::Drama"]
+    (tmp_path / "movies.dat").write_bytes("\n".join(movies).encode("latin-1") + b"\n")  # as ml-1m ships it
     write_lines(tmp_path / "catalogue.item", ["item_id:token\tmovie_title:token_seq\trelease_year:token",
                                              "10\tToy Story\t1995", "11\tPostino, Il\t1994", "12\tHeat\t1995",
-                                             "13\tThe Usual Suspects\t1995", "14\tNowhere\t1990"])
+                                             "13\tThe Usual Suspects\t1995", "14\tNowhere\t1990",
+                                             "15\tMisérables, Les\t1995"])
     out = tmp_path / "map.tsv"
     assert convert_main(["poster-map", "--posters", str(posters), "--movies", str(tmp_path / "movies.dat"),
                          "--items", str(tmp_path / "catalogue.item"), "--output", str(out)]) == 0
     rows = dict(line.split("\t") for line in out.read_text().splitlines()[1:])
-    assert {k: v.rsplit("/", 1)[1] for k, v in rows.items()} == {"10": "1.jpg", "11": "2.jpg", "13": "7.jpg"}
-    assert "3 of 5 items have a poster" in capsys.readouterr().out
+    assert {k: v.rsplit("/", 1)[1] for k, v in rows.items()} == {"10": "1.jpg", "11": "2.jpg", "13": "7.jpg",
+                                                                  "15": "9.jpg"}
+    assert "4 of 6 items have a poster" in capsys.readouterr().out
