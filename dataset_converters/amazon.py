@@ -22,6 +22,7 @@ def read(input_path, opts, data, fmt):
     (user, item, time, rating), ``image_url(row)`` and ``categories(row)``."""
     reviews, meta = reading.reviews_and_meta(input_path, opts.meta, fmt.SUFFIXES)
     encoding = opts.encoding or "utf-8"
+    data.inter_file = reviews
     for line_no, row in reading.iter_json(reviews, data.issues, encoding, opts.progress):
         if not reading.missing_fields(row, fmt.REQUIRED, reviews, line_no, data.issues):
             data.add_interaction(reviews, line_no, *fmt.interaction(row))

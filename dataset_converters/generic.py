@@ -7,7 +7,7 @@ relative to the file, or an http(s) URL) are optional and read from ``items`` (a
 file keyed by ``item_col``; an items file of ids alone lists items without text) when
 given, else from the first row of each item. A file without a header row is read with
 its columns named by ``columns`` (the interactions) or ``item_columns`` (the items), e.g.
-MicroLens' ``id,title`` titles file. In TSV files, CSV-quoted fields are unquoted.
+MicroLens' ``id,title`` titles file. CSV-quoted fields are unquoted in TSV files too.
 """
 
 from datetime import datetime, timezone
@@ -48,9 +48,8 @@ def iter_rows(path, opts, required, optional, issues, columns=None):
                 yield line_no, row
         return
     delimiter = opts.delimiter or ("," if fmt == "csv" else "\t")
-    for line_no, row in reading.iter_table(path, issues, delimiter, [*required, *optional], encoding,
-                                           opts.progress, columns=columns):
-        yield line_no, {k: reading.unquote(v) if fmt == "tsv" else v for k, v in row.items()}
+    yield from reading.iter_table(path, issues, delimiter, [*required, *optional], encoding, opts.progress,
+                                  columns=columns)  # CSV-quoted TSV fields are unquoted by the csv reader
 
 
 def parse_time(value, time_format):
@@ -91,6 +90,7 @@ def read(input_path, opts, data):
     required = [opts.user_col, opts.item_col] + [c for c in (opts.time_col, opts.rating_col) if c]
     optional = [] if opts.items else item_cols
     data.item_file = Path(opts.items) if opts.items else (path if item_cols else None)
+    data.inter_file = path
     for line_no, row in iter_rows(path, opts, required, optional, data.issues, opts.columns):
         if opts.time_col:
             time = parse_time(row[opts.time_col], opts.time_format)

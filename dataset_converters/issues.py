@@ -16,10 +16,14 @@ def where(path, line_no=None):
     return f"{path}, line {line_no}" if line_no is not None else str(path)
 
 
-def snippet(value, limit=60):
-    """``repr`` of a raw value, cut to ``limit`` characters (binary garbage stays short)."""
-    text = repr(value)
+def shorten(text, limit=60):
+    """``text`` cut to ``limit`` characters (binary garbage stays short)."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def snippet(value, limit=60):
+    """``repr`` of a raw value, cut to ``limit`` characters."""
+    return shorten(repr(value), limit)
 
 
 class Issues:

@@ -65,6 +65,7 @@ def read(input_path, opts, data):
     readers = {"100k": _read_100k, "1m": _read_1m, "latest": _read_latest,
                "recbole": _read_recbole}
     inter_file, item_file = readers[variant](folder, opts, data)
+    data.inter_file = inter_file
     return {"variant": variant, "interactions": str(inter_file), "items": str(item_file)}
 
 

@@ -1,5 +1,6 @@
 """One conversion: read a source, filter, place images, write the dataset and summary."""
 
+import codecs
 import dataclasses
 import json
 from pathlib import Path
@@ -84,6 +85,11 @@ def make_options(options):
             raise ConversionError(f"{field} must be at least 1, got {value}")
     if opts.text_template and opts.text_fields:
         raise ConversionError("give either a text template or text fields, not both")
+    if opts.encoding:
+        try:
+            codecs.lookup(opts.encoding)
+        except LookupError:
+            raise ConversionError(f"unknown encoding {opts.encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
     return opts
 
 

@@ -12,7 +12,7 @@ as ``123``) and values encoded images or pickled ``LMDB_Image`` pixels.
 from pathlib import Path
 
 from . import reading
-from .issues import ConversionError, where
+from .issues import ConversionError, snippet, where
 
 
 def default_template(opts):
@@ -47,15 +47,16 @@ def read(input_path, opts, data):
             opts.images = str(folder / "images")
         elif len(lmdbs) == 1:
             opts.lmdb = str(lmdbs[0])
+    data.inter_file = users_file
     seen_users = {}
     for line_no, (user, sequence) in reading.iter_fixed(users_file, issues, "\t", 2, enc,
                                                         opts.progress):
         items = sequence.split()
         here = where(users_file, line_no)
         if not items:
-            issues.report("malformed_line", f"{here}: user {user!r} has no items")
+            issues.report("malformed_line", f"{here}: user {snippet(user)} has no items")
         elif user.strip() in seen_users:
-            issues.report("duplicate_user", f"{here}: user {user!r} already has a sequence "
+            issues.report("duplicate_user", f"{here}: user {snippet(user)} already has a sequence "
                           f"on line {seen_users[user.strip()]}")
         else:
             seen_users[user.strip()] = line_no

@@ -1,6 +1,7 @@
 """Streaming readers: plain or gzip files line by line, with line numbers and progress."""
 
 import ast
+import codecs
 import csv
 import gzip
 import json
@@ -10,9 +11,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .issues import ConversionError, log, where
+from .issues import ConversionError, log, shorten, where
 
-# replacement or C1 control characters, or UTF-8 bytes read as latin-1/cp1252 ("Ã©" for "é")
+# replacement or C1 control characters, or text once read from UTF-8 as latin-1/cp1252 ("Ã©" for "é")
 MOJIBAKE = re.compile("[\ufffd\x80-\x9f]|[\u00c2\u00c3][\u0080-\u00bf]")
 
 
@@ -30,7 +31,7 @@ def iter_lines(path, issues, encoding="utf-8", progress=True):
     Lines are decoded one at a time, so a line in another encoding is reported with its
     number (and skipped) instead of aborting the whole read. A leading BOM is dropped.
     Decoded text that looks like mojibake (replacement or C1 control characters, or UTF-8
-    read as latin-1) is warned about once per file. A truncated gzip file stops with an
+    read as another encoding) is warned about once per file. A truncated gzip file stops with an
     error, or (``issues.allow_truncated``) ends the read there with a warning.
     """
     path = Path(path)
@@ -55,7 +56,7 @@ def iter_lines(path, issues, encoding="utf-8", progress=True):
                     continue
                 if line_no == 1:
                     text = text.lstrip("\ufeff")
-                if mojibake is None and MOJIBAKE.search(text):
+                if mojibake is None and (MOJIBAKE.search(text) or _utf8_misread(data, encoding)):
                     mojibake = line_no
                 yield line_no, text.rstrip("\r\n")
             bar.update(raw.tell() - bar.n)
@@ -68,8 +69,19 @@ def iter_lines(path, issues, encoding="utf-8", progress=True):
     finally:
         bar.close()
     if mojibake:
-        log.warning("%s, line %d: the text holds replacement or control characters: the file may not be "
-                    "%s (pass --encoding)", path, mojibake, encoding)
+        log.warning("%s, line %d: the text looks garbled (replacement or control characters, or UTF-8 read "
+                    "as another encoding): the file may not be %s (pass --encoding)", path, mojibake, encoding)
+
+
+def _utf8_misread(data, encoding):
+    """Whether non-ASCII ``data``, decoded as ``encoding`` (not UTF-8), is valid UTF-8."""
+    if data.isascii() or codecs.lookup(encoding).name == "utf-8":
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def detect_encoding(path, documented):
@@ -189,7 +201,7 @@ def iter_table(path, issues, delimiter, required, encoding="utf-8", progress=Tru
     if missing:
         found = "the columns named" if columns else "the header has"
         raise ConversionError(f"{where(path, header_line or None)}: column(s) {', '.join(missing)} not "
-                              f"found; {found}: {', '.join(header)}")
+                              f"found; {found}: {shorten(', '.join(header), 200)}")
     for line_no, fields in records:
         if len(fields) != len(header):
             issues.report("malformed_line", f"{where(path, line_no)}: expected {len(header)} "

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import filtering
 from .atomic import number
-from .issues import ConversionError, snippet, where
+from .issues import ConversionError, shorten, snippet, where
 
 # strings pandas reads as missing values (RecBole loads atomic files with pandas defaults)
 NA_STRINGS = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
@@ -35,7 +35,7 @@ class RawData:
         self.users, self.items = array("i"), array("i")
         self.times, self.ratings, self.lines = array("d"), array("d"), array("q")
         self.has_rating = None
-        self.inter_file = None
+        self.inter_file = None  # set by the source (else by the first row added)
         self.item_file = None  # set by a source that reads an item file: items absent from
         # it are then unknown, and their interactions skipped (or kept, keep_unknown_items)
         self.item_info = {}
@@ -105,7 +105,7 @@ class RawData:
             return self.issues.report("malformed_value", f"{where(path, line_no)}: empty item id")
         if tok in self.item_info:
             return self.issues.report("duplicate_item",
-                                      f"{where(path, line_no)}: item {tok!r} appears again")
+                                      f"{where(path, line_no)}: item {snippet(tok)} appears again")
         text = self.template.render(fields) if fields is not None else None
         self.item_info[tok] = ItemInfo(text, image_file, image_url, categories)
 
@@ -121,9 +121,7 @@ class RawData:
         times = np.frombuffer(self.times, dtype=np.float64)
         rows = np.arange(len(users))
         if not len(rows):
-            source = self.inter_file or "the input"
-            reasons = f" ({self.rows_read} rows read, all malformed: see the messages above)" if self.rows_read else ""
-            raise ConversionError(f"no interactions were read from {source}{reasons}")
+            raise ConversionError(self._nothing_read())
         item_tokens = list(self.item_ids)
         counts = {"rows_read": self.rows_read, "below_min_rating": self.below_min_rating,
                   "bad_rows": sum(self.issues.counts.values())}
@@ -138,7 +136,7 @@ class RawData:
             self.issues.report(
                 "duplicate_interaction",
                 f"{where(self.inter_file, self.lines[d])}: repeats line {self.lines[o]} (user "
-                f"{user_tokens[users[d]]}, item {item_tokens[items[d]]}, time {number(times[d])})")
+                f"{shorten(user_tokens[users[d]])}, item {shorten(item_tokens[items[d]])}, time {number(times[d])})")
         rows = np.setdiff1d(rows, dups)
         counts["dropped_duplicates"] = int(len(dups))
         counts["interactions_before_filters"] = int(len(rows))
@@ -155,6 +153,20 @@ class RawData:
         rows = np.sort(rows) if keep_order else filtering.sort_rows(users, times, rows)
         return Filtered(self, rows, users, items, times, item_tokens, counts)
 
+    def _nothing_read(self):
+        """Why no interaction was read from the file: what became of its lines and rows."""
+        source = self.inter_file or "the input"
+        reasons = [f"{self.rows_read} rows read"]
+        if self.below_min_rating:
+            reasons.append(f"{self.below_min_rating} below --min-rating")
+        if self.issues.counts:
+            skipped = ", ".join(f"{n} {kind}" for kind, n in sorted(self.issues.counts.items()))
+            reasons.append(f"skipped: {skipped} (see the messages above)")
+        if "bad_encoding" in self.issues.counts:
+            encoding = self.issues.encodings.get(str(source), "utf-8")
+            reasons.append(f"is it a binary file? Expected {encoding} text (or pass --encoding)")
+        return f"no interactions were read from {source}: {'; '.join(reasons)}"
+
     def _drop_unknown(self, items, rows, item_tokens):
         known = np.array([tok in self.item_info for tok in item_tokens], dtype=bool)
         unknown_rows = rows[~known[items[rows]]]
@@ -166,7 +178,7 @@ class RawData:
             for item, row in first.items():
                 self.issues.report(
                     "unknown_item",
-                    f"{where(self.inter_file, self.lines[row])}: item {item_tokens[item]!r} is not "
+                    f"{where(self.inter_file, self.lines[row])}: item {snippet(item_tokens[item])} is not "
                     f"in {self.item_file} ({n_rows[item]} interactions skipped)",
                     count=int(n_rows[item]))
         return rows[known[items[rows]]]

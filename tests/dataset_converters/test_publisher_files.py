@@ -25,10 +25,11 @@ def test_a_converted_dataset_runs_with_the_readme_command(tmp_path, tiny_bert, c
     write_lines(raw / "movies.csv", ["movieId,title,genres"]
                 + [f"{i},Movie number {i} ({1990 + i}),Drama|Comedy" for i in range(12)])
     out = tmp_path / "data" / "films"
-    summary = convert("movielens", raw, out, progress=False)
+    assert convert_main(["movielens", "--input", str(raw), "--output", str(out), "--no-progress"]) == 0
     settings = yaml.safe_load((out / "films.yaml").read_text(encoding="utf-8"))
-    assert settings["load_col"] == {"inter": ["user_id", "item_id", "timestamp"]}
-    assert settings["item_modalities"] == ["text"] and summary["files"]["settings"] == "films.yaml"
+    assert settings["load_col"] == {"inter": ["user_id", "item_id", "timestamp"]}  # the .inter has a rating too
+    assert settings["item_modalities"] == ["text"]
+    assert json.loads((out / "films.summary.json").read_text())["files"]["settings"] == "films.yaml"
     # the README's command, with no hand-written YAML (the tiny text encoder keeps it fast)
     assert run_main(["--model=PMMRec", "--dataset=films", f"--data_path={tmp_path / 'data'}",
                      f"--text_encoder={tiny_bert}", "--epochs=1", "--hidden_size=32", "--inner_size=64",
@@ -52,6 +53,13 @@ def test_list_values_on_the_command_line(value):
 
     config = Config("PMMRec", "ml-100k-text", argv=[f"--item_modalities={value}"])
     assert config["item_modalities"] == (["text", "image"] if "image" in value else ["text"])
+
+
+def test_every_list_valued_key_reads_a_list_from_the_command_line():
+    from recbole_pmmrec.config import Config
+
+    config = Config("PMMRec", "ml-100k-text", argv=["--metrics=Recall,NDCG", "--topk=[5,20]"])
+    assert config["metrics"] == ["Recall", "NDCG"] and config["topk"] == [5, 20]
 
 
 def test_amazon_2014_metadata_is_found_beside_the_5_core_reviews(tmp_path):
@@ -103,18 +111,34 @@ def test_a_utf8_movies_dat_is_read_as_utf8_and_latin1_stays_latin1(tmp_path, cap
         assert summary["encodings"][str(raw / "movies.dat")] == encoding
     # a wrong --encoding override gives mojibake, and a warning says so
     convert("movielens", tmp_path / "utf-8", tmp_path / "forced", encoding="cp1252", progress=False)
-    assert "may not be cp1252" in caplog.text
+    assert "may not be cp1252" in caplog.text and "latin-1" not in caplog.text
+    with pytest.raises(ConversionError, match="unknown encoding 'latin-9000'"):
+        convert("movielens", tmp_path / "utf-8", tmp_path / "bad", encoding="latin-9000", progress=False)
+
+
+def test_a_movies_dat_holding_replacement_characters_is_warned_about(tmp_path, caplog):
+    raw = tmp_path / "raw"
+    write_lines(raw / "ratings.dat", ["1::1::5::100"])
+    write_lines(raw / "movies.dat", ["1::Caf\ufffd au Lait (1993)::Comedy"])  # as some copies ship it
+    convert("movielens", raw, tmp_path / "o", progress=False)
+    assert read_content(tmp_path / "o")["1"]["text"].startswith("Caf\ufffd au Lait")
+    assert "movies.dat, line 1: the text looks garbled" in caplog.text and "may not be utf-8" in caplog.text
+    caplog.clear()
+    convert("movielens", raw, tmp_path / "o2", encoding="latin-1", progress=False)
+    assert read_content(tmp_path / "o2")["1"]["text"].startswith("Caf\u00ef\u00bf\u00bd au Lait")
+    assert "movies.dat, line 1: the text looks garbled" in caplog.text and "may not be latin-1" in caplog.text
 
 
 def test_id_only_item_files_and_the_real_cause_of_an_empty_result(tmp_path):
     raw = tmp_path / "morec"
-    write_lines(raw / "amazon_users.tsv", ["u1\ti1 i2 i3", "u2\ti2 i3"])
-    write_lines(raw / "amazon_items_texts.tsv", ["i1", "i2", "i3"])  # MoRec's id-only list
-    summary = convert("pmmrec", raw, tmp_path / "morec_out", progress=False)
-    assert summary["interactions"] == 5 and summary["items_with_text"] == 0
-    write_lines(raw / "amazon_items_texts.tsv", ["x1\tSomething else"])
-    with pytest.raises(ConversionError, match=r"5 rows read; dropped: 5 of items not in the item file"):
-        convert("pmmrec", raw, tmp_path / "morec_out2", progress=False)
+    write_lines(raw / "amazon_2w_users.tsv", ["u1\ti1 i2 i3", "u2\ti2 i3"])
+    items = write_lines(raw / "amazon_2w_items.tsv", ["i1", "i2", "i3"])  # MoRec's id-only list
+    summary = convert("pmmrec", raw, tmp_path / "morec_out", items=items, progress=False)
+    assert summary["interactions"] == 5 and summary["items_with_text"] == 0 and not summary["skipped"]
+    write_lines(items, ["x1", "x2"])  # no interaction's item is listed: the message says so, not the k-core
+    with pytest.raises(ConversionError, match=r"left after filtering: 5 rows read; dropped: 5 of items not in the "
+                                              r"item file$"):
+        convert("pmmrec", raw, tmp_path / "morec_out2", items=items, progress=False)
 
 
 def test_headerless_item_files_and_csv_quoted_fields(tmp_path):
@@ -125,10 +149,25 @@ def test_headerless_item_files_and_csv_quoted_fields(tmp_path):
             items=str(raw / "titles.csv"), item_columns=["item", "title"], text_cols=["title"], progress=False)
     content = read_content(tmp_path / "ml_out")
     assert content["1"]["text"] == '"Everyone" met at the station' and content["2"]["text"] == "Plain title"
-    write_lines(raw / "titles.tsv", ['1\t"""Everyone"" met at the station"', "2\tPlain title"])
-    convert("generic", raw / "pairs.tsv", tmp_path / "ml_out2", user_col="user", item_col="item", time_col="time",
-            items=str(raw / "titles.tsv"), item_columns=["item", "title"], text_cols=["title"], progress=False)
-    assert read_content(tmp_path / "ml_out2")["1"]["text"] == '"Everyone" met at the station'
+    write_lines(raw / "pairs2.tsv", ["u1\t1\t5", "u1\t2\t6", "u2\t1\t7"])
+    write_lines(raw / "titles.tsv", ['1\t"""Everyone"" met at the station"', '2\t"""Heat"""'])
+    assert convert_main(["generic", "--input", str(raw / "pairs2.tsv"), "--output", str(tmp_path / "ml_out2"),
+                         "--columns", "user,item,time", "--user-col", "user", "--item-col", "item", "--time-col",
+                         "time", "--items", str(raw / "titles.tsv"), "--item-columns", "item,title",
+                         "--text-cols", "title", "--no-progress"]) == 0
+    content = read_content(tmp_path / "ml_out2")
+    assert content["1"]["text"] == '"Everyone" met at the station' and content["2"]["text"] == '"Heat"'
+    assert read_inter(tmp_path / "ml_out2")[1][0] == ["u1", "1", "5"]
+
+
+def test_csv_quoted_titles_in_pmmrec_tsv_files(tmp_path):
+    raw = tmp_path / "morec"
+    write_lines(raw / "news_users.tsv", ["u1\tn1 n2 n3"])
+    write_lines(raw / "news_items_texts.tsv", ['n1\t"""Everyone"" met at the station"', 'n2\t"""Heat"""',
+                                              'n3\tA "plain" title'])
+    convert("pmmrec", raw, tmp_path / "news", progress=False)
+    assert {k: v["text"] for k, v in read_content(tmp_path / "news").items()} == {
+        "n1": '"Everyone" met at the station', "n2": '"Heat"', "n3": 'A "plain" title'}
 
 
 def test_messages_name_the_file_and_what_was_expected(tmp_path):
@@ -145,6 +184,24 @@ def test_messages_name_the_file_and_what_was_expected(tmp_path):
     duplicate = summary["skipped_examples"]["duplicate_interaction"][0]
     assert "time 1441320000)" in duplicate and "e+09" not in duplicate
     assert all(len(m) < 200 for m in summary["skipped_examples"]["malformed_value"])
+
+
+def test_messages_about_binary_and_garbage_files(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "Books.json").write_bytes(b"\n".join(bytes(range(128, 256)) for _ in range(30)))
+    with pytest.raises(ConversionError, match=r"no interactions were read from .*Books\.json: 0 rows read; skipped: "
+                                              r"30 bad_encoding .*is it a binary file\? Expected utf-8 text"):
+        convert("amazon2018", raw / "Books.json", tmp_path / "b", progress=False)
+    garbage = "\u00ff\u4e00" * 500
+    write_lines(raw / "g.csv", [f"{garbage},{garbage}"])
+    with pytest.raises(ConversionError, match=r"the header has: .{50,200}$") as err:
+        convert("generic", raw / "g.csv", tmp_path / "g", user_col="user", item_col="item", progress=False)
+    assert len(str(err.value)) < 400
+    write_lines(raw / "x_users.tsv", [f"{garbage}\t", f"{garbage}\ti1", f"{garbage}\ti2"])
+    summary = convert("pmmrec", raw / "x_users.tsv", tmp_path / "x", progress=False)
+    examples = [m for kind in ("malformed_line", "duplicate_user") for m in summary["skipped_examples"][kind]]
+    assert len(examples) == 2 and all(len(m) < 200 for m in examples)
 
 
 def test_a_truncated_gzip_is_converted_only_on_request(tmp_path):
