@@ -9,19 +9,26 @@ from pathlib import Path
 
 
 @contextmanager
-def replace_when_done(path):
-    """Write ``path`` through a temporary file renamed into place on success, so an
-    interrupted write never leaves a half-written file under the final name (the previous
-    file stays intact). Each writer has its own temporary file: two processes writing the
-    same file at once each rename a complete one."""
+def replace_when_done(path, binary=False):
+    """Write ``path`` (UTF-8 text, or bytes if ``binary``) through a temporary file renamed
+    into place on success, so an interrupted write never leaves a half-written file under
+    the final name (the previous file stays intact). Each writer has its own temporary file:
+    two processes writing the same file at once each rename a complete one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    text = {} if binary else {"encoding": "utf-8", "newline": "\n"}
     try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        with open(tmp, "wb" if binary else "w", **text) as f:
             yield f
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text(path, text):
+    """``text`` into ``path`` atomically (:func:`replace_when_done`)."""
+    with replace_when_done(path) as f:
+        f.write(text)
 
 
 def number(x):

@@ -19,7 +19,7 @@ import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
-from . import reading
+from . import atomic, reading
 from .issues import ConversionError, Issues
 
 _ARTICLE = re.compile(r"^(.*), (the|a|an|les|la|le|il|el|das|der|die|l')$")
@@ -86,9 +86,7 @@ def poster_map(items, movies_file, posters, output):
             no_poster.append(f"{title} ({year})")
         else:
             rows.append((item_id, str((posters / f"{movie}.jpg").resolve())))
-    with open(output, "w", encoding="utf-8") as f:
-        f.write("item_id\timage\n")
-        f.writelines(f"{item}\t{image}\n" for item, image in rows)
+    atomic.write_tsv(output, ["item_id", "image"], rows)
     return {"items": len(items), "matched": len(rows), "no_match": len(no_match), "no_poster": len(no_poster),
             "examples": {"no_match": no_match[:10], "no_poster": no_poster[:10]}}
 

@@ -11,16 +11,16 @@ arbitrary objects, and a crafted file runs any code it likes. They are refused u
 caller passes ``trust=True`` (config key ``trust_checkpoint``) for a file they trust.
 """
 
-import os
 import pickle
 import random
-import uuid
 from enum import Enum
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
+
+from dataset_converters.atomic import replace_when_done
 
 FORMAT = "recbole-pmmrec/1"
 # settings RecBole's Config derives itself; never passed back when a Config is rebuilt
@@ -96,13 +96,8 @@ def save_checkpoint(state, path):
     """Write ``state`` (tensors and plain data) to ``path`` atomically: through a temporary
     file in the same folder renamed into place, so a kill never leaves a half-written file
     under ``path`` (the previous file stays intact)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save({"format": FORMAT, **state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replace_when_done(path, binary=True) as f:
+        torch.save({"format": FORMAT, **state}, f)
 
 
 def load_checkpoint(path, map_location=None, mmap=None, trust=False):

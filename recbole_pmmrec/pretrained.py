@@ -80,7 +80,10 @@ def image_size(image_encoder):
     if name is not None:
         import timm
 
-        return int(timm.get_pretrained_cfg(name).input_size[-1])
+        timm_config = timm.get_pretrained_cfg(name)
+        if timm_config is None:
+            raise ValueError(f"image_encoder {image_encoder!r}: timm has no model {name!r}")
+        return int(timm_config.input_size[-1])
     path = Path(str(image_encoder))
     if path.suffix == ".json" and path.is_file():
         model_config = json.loads(path.read_text(encoding="utf-8"))

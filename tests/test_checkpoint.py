@@ -127,9 +127,9 @@ def test_resuming_with_other_settings_is_refused(tmp_path, make_config):
         run_recbole("PMMRec", "tiny", config_dict=make_config(tmp_path, resume_from=str(path), **TEXT_ONLY))
 
 
-@pytest.mark.parametrize("model", ["PMMRec", "SASRec"])
+@pytest.mark.parametrize("model", ["PMMRec", "SASRec", "GRU4Rec"])
 def test_the_same_seed_gives_the_same_metrics(tiny_data, make_config, model):
-    overrides = {"loss_type": "CE"} if model == "SASRec" else {"item_modalities": ["text", "image"]}
+    overrides = {"item_modalities": ["text", "image"]} if model == "PMMRec" else {"loss_type": "CE"}
     results = [run_recbole(model, "tiny", config_dict=make_config(tiny_data, epochs=2, **overrides))
                for _ in range(2)]
     assert results[0]["test_result"] == results[1]["test_result"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from dataset_converters.atomic import write_text
 from recbole_pmmrec.config import Config, properties_dir
 from recbole_pmmrec.data.derived import DEFAULT_DATASET
 from recbole_pmmrec.experiments.report import markdown_table, plot, settings_text, summarize, write_csv
@@ -122,10 +123,8 @@ def benchmark(dataset, models, config_files=None, seeds=(2020,), output="bench_o
         shared["data_path"] = str(Path(shared["data_path"]).resolve()) + "/"
     shared = resolve_shared(dataset, config_files, shared)
     shared_file = output.resolve() / "shared.yaml"
-    shared_file.write_text(
-        "# settings forced equal for every model of the benchmark (after each model's own YAML)\n"
-        + yaml.safe_dump(shared, sort_keys=False), encoding="utf-8",
-    )
+    write_text(shared_file, "# settings forced equal for every model of the benchmark (after each model's own YAML)\n"
+               + yaml.safe_dump(shared, sort_keys=False))
     models = split_models(models)
     rows, all_runs = [], []
     for index, spec in enumerate(models, 1):
@@ -161,7 +160,7 @@ def benchmark(dataset, models, config_files=None, seeds=(2020,), output="bench_o
               f"{settings_text(dataset, shared, seeds)}\n\n{markdown_table(rows, shared['valid_metric'])}\n\n"
               f"Means over seeds (± sample std); s/epoch is training only, eval s one test pass; "
               f"peak MB is the run's own process RSS. Commands and logs per run: runs.csv.\n")
-    (output / "benchmark.md").write_text(report, encoding="utf-8")
+    write_text(output / "benchmark.md", report)
     if any("epochs" in r for r in rows):
         seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {', '.join(map(str, seeds))}"
         plot(rows, output / "benchmark.png", f"{dataset}: {seed_text}, at most {shared.get('epochs')} epochs")

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from dataset_converters.atomic import write_text
 from recbole_pmmrec.experiments.report import write_csv
 from recbole_pmmrec.experiments.runner import in_own_process
 
@@ -331,7 +332,7 @@ def measure(data_path, mm_dataset, output, steps=20, threads=2):
                    f"{large['peak_rss_mb'] - small['peak_rss_mb']:.0f} MB"]
 
     text = "\n".join(report) + "\n"
-    (output / "performance.md").write_text(text, encoding="utf-8")
+    write_text(output / "performance.md", text)
     write_csv(output / "performance.csv", rows)
     print("\n" + text)
     return rows

@@ -3,6 +3,8 @@
 import csv
 import statistics
 
+from dataset_converters.atomic import replace_when_done
+
 
 def summarize(spec, runs):
     """A model's runs (one per seed) -> one row: means, ``*_std`` over seeds when several."""
@@ -26,7 +28,7 @@ def summarize(spec, runs):
 
 def write_csv(path, rows):
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with replace_when_done(path) as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows(rows)
@@ -109,5 +111,6 @@ def plot(rows, path, title):
     right.grid(axis="x", alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with replace_when_done(path, binary=True) as f:
+        fig.savefig(f, format="png", dpi=90)
     plt.close(fig)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from dataset_converters.atomic import write_text
 from recbole_pmmrec.config import Config, properties_dir
 from recbole_pmmrec.data.derived import (
     DEFAULT_DATASET, make_cold_start_dataset, make_transfer_split, prepare_dataset,
@@ -74,7 +75,7 @@ def transfer_experiment(output="bench_out/transfer", data_path=None, epochs=10, 
 
     shared = resolve_shared(target, [], {k: v for k, v in common.items() if k != "seed"})
     shared_file = output / "shared.yaml"
-    shared_file.write_text(yaml.safe_dump(shared, sort_keys=False), encoding="utf-8")
+    write_text(shared_file, yaml.safe_dump(shared, sort_keys=False))
     variants = [
         ("SASRec (scratch)", "SASRec", [], {"train_neg_sample_args": None}),
         ("PMMRec (scratch)", "PMMRec", overlay_files, {}),
@@ -104,7 +105,7 @@ def transfer_experiment(output="bench_out/transfer", data_path=None, epochs=10, 
         f"{markdown_table(cold_rows, shared['valid_metric'])}\n\n"
         f"Commands: target.csv and cold_start/runs.csv. Total {time.perf_counter() - start:.0f} s.\n"
     )
-    (output / "transfer.md").write_text(report, encoding="utf-8")
+    write_text(output / "transfer.md", report)
     print("\n" + report)
     return rows, cold_rows
 
@@ -149,7 +150,7 @@ def transfer_experiments(seeds, output="bench_out/transfer", valid_metric=DEFAUL
         f"## Target (no user and no item shared with the sources)\n\n{markdown_table(target_rows[1:], valid_metric)}\n\n"
         f"## Cold-start items (test targets never seen in training)\n\n{markdown_table(cold_rows, valid_metric)}\n"
     )
-    (output / "transfer.md").write_text(report, encoding="utf-8")
+    write_text(output / "transfer.md", report)
     print("\n" + report)
     return report
 

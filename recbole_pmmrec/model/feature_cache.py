@@ -18,13 +18,14 @@ never leaves a file that a later run trusts.
 
 import hashlib
 import os
-import uuid
 from logging import getLogger
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from dataset_converters.atomic import replace_when_done
 
 FORMAT = 1  # bump when what is stored changes
 
@@ -118,18 +119,13 @@ def build_or_load(path, shape, encode_chunk, n_items, chunk_size, ram_budget_byt
 def _build(path, shape, encode_chunk, n_items, chunk_size, desc):
     """Write the cache chunk by chunk (never more than a chunk in memory), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.npy")
     getLogger().info(f"{desc}: computing {n_items} items into {path}")
-    try:
-        with open(tmp, "wb") as f:
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False,
-                      "shape": tuple(shape)}
-            np.lib.format.write_array_header_2_0(f, header)
-            for chunk in tqdm(torch.arange(n_items).split(chunk_size), desc=desc, leave=False):
-                values = encode_chunk(chunk).to(torch.float16).cpu().contiguous()
-                if tuple(values.shape[1:]) != tuple(shape[1:]):
-                    raise ValueError(f"{desc}: encoded rows of shape {tuple(values.shape[1:])}, expected {shape[1:]}")
-                f.write(values.numpy().tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replace_when_done(path, binary=True) as f:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False,
+                  "shape": tuple(shape)}
+        np.lib.format.write_array_header_2_0(f, header)
+        for chunk in tqdm(torch.arange(n_items).split(chunk_size), desc=desc, leave=False):
+            values = encode_chunk(chunk).to(torch.float16).cpu().contiguous()
+            if tuple(values.shape[1:]) != tuple(shape[1:]):
+                raise ValueError(f"{desc}: encoded rows of shape {tuple(values.shape[1:])}, expected {shape[1:]}")
+            f.write(values.numpy().tobytes())

@@ -1,12 +1,19 @@
-"""Derived datasets on disk: merged sources, cold-start copies, transfer splits."""
+"""Derived datasets on disk: merged sources, cold-start copies, transfer splits, written
+atomically (a killed write, two runs preparing one dataset at once)."""
 
 import json
+import signal
+import subprocess
+import sys
 import time
 
 import pandas as pd
 import pytest
 
-from recbole_pmmrec.data.derived import make_cold_start_dataset, make_transfer_split, merge_sources, read_inter
+from recbole_pmmrec.data.content import read_content_file
+from recbole_pmmrec.data.derived import (
+    DEFAULT_DATASET, make_cold_start_dataset, make_transfer_split, merge_sources, prepare_dataset, read_inter,
+)
 from tests.conftest import write_tiny_dataset
 
 
@@ -49,3 +56,58 @@ def test_merged_dataset_is_rebuilt_only_when_a_source_changes(tmp_path):
     assert inter["user_id"].nunique() == 12
     with pytest.raises(ValueError, match="at least two distinct datasets"):
         merge_sources(tmp_path, ["a", "a"], "a+a")
+
+
+def test_a_write_killed_midway_leaves_the_previous_file_intact(tmp_path):
+    path = tmp_path / "tiny.inter"
+    path.write_text("previous\n", encoding="utf-8")
+    writer = (
+        "import os, signal, sys\n"
+        "from dataset_converters.atomic import replace_when_done\n"
+        "with replace_when_done(sys.argv[1]) as f:\n"
+        "    f.write('half of the new file')\n"
+        "    f.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", writer, str(path)]).returncode == -signal.SIGKILL
+    assert path.read_text(encoding="utf-8") == "previous\n"
+
+
+# a run preparing a dataset that pauses after each file it writes: the dataset stays half-written a while
+SLOW_PREPARER = """
+import contextlib, json, sys, time
+from dataset_converters import atomic
+from recbole_pmmrec.data.derived import prepare_dataset
+
+replace = atomic.replace_when_done
+
+
+@contextlib.contextmanager
+def slowly(path, **options):
+    with replace(path, **options) as f:
+        yield f
+    time.sleep(0.5)
+
+
+atomic.replace_when_done = slowly
+prepare_dataset(json.loads(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("dataset", [DEFAULT_DATASET, "a+b"])
+def test_two_runs_preparing_the_same_dataset_at_once_leave_it_whole(tmp_path, dataset):
+    sources = ["a", "b"] if "+" in dataset else None
+    for seed, source in enumerate(sources or []):
+        write_tiny_dataset(tmp_path, name=source, n_users=200, seed=seed)
+    folder = tmp_path / dataset
+    config = {"dataset": dataset, "data_path": str(folder), "source_datasets": sources}
+    first = subprocess.Popen([sys.executable, "-c", SLOW_PREPARER, json.dumps(config)])
+    deadline = time.monotonic() + 120
+    while not any(folder.glob(f"{dataset}.*")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    prepare_dataset(config)  # the second run, while the first is writing
+    content = read_content_file(folder / f"{dataset}.content.jsonl")
+    inter, _ = read_inter(folder / f"{dataset}.inter")
+    assert set(inter["item_id"]) <= set(content)
+    assert first.wait(timeout=120) == 0
+    assert not list(folder.glob(".*.tmp"))

@@ -138,3 +138,16 @@ def test_malformed_atomic_files_name_file_line_and_field(tiny_data, make_config,
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises((AtomicFileError, ContentError), match=message):
         build_dataset(make_config, tiny_data)
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("text_encoder", "/no/such/bert", r"text_encoder '/no/such/bert' is neither a local folder nor in the local"),
+    ("image_encoder", "no-such-clip", r"image_encoder 'no-such-clip': not an open_clip model name"),
+    ("image_encoder", "timm:no_such_net", r"image_encoder 'timm:no_such_net': timm has no model 'no_such_net'"),
+])
+def test_an_encoder_that_does_not_exist_is_named(tiny_data, make_config, monkeypatch, setting, value, message):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as on a machine without a hub
+    with pytest.raises(ValueError, match=message):
+        build_dataset(make_config, tiny_data, **{setting: value})
