@@ -1,10 +1,10 @@
 """PMMRec, a pure multi-modality transferable sequential recommender, as a RecBole plugin.
 
-Layout: integration with RecBole at the top (``config``, ``compat``, ``registry``,
-``quick_start``, ``trainer``, ``checkpoint``, ``transfer``, ``evaluation``,
-``pretrained``); the model's parts in :mod:`recbole_pmmrec.model`; the data layer in
-:mod:`recbole_pmmrec.data`; experiment commands in :mod:`recbole_pmmrec.experiments`
-(never imported by the library).
+Layout: integration with RecBole at the top (``config``, ``validation``, ``compat``,
+``registry``, ``quick_start``, ``distributed``, ``trainer``, ``checkpoint``, ``transfer``,
+``evaluation``, ``recommend``, ``pretrained``); the model's parts in
+:mod:`recbole_pmmrec.model`; the data layer in :mod:`recbole_pmmrec.data`; experiment
+commands in :mod:`recbole_pmmrec.experiments` (never imported by the library).
 """
 
 from recbole_pmmrec.config import Config

@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from logging import getLogger
 from pathlib import Path
 
@@ -45,7 +45,9 @@ class Recommender:
 
     def __init__(self, config, state_dict, manifest, cache_dir=None):
         self.config = defaultdict(lambda: None, config)
-        self.config["feature_cache_dir"] = str(cache_dir or tempfile.mkdtemp(prefix="pmmrec-recommend-"))
+        # the item encoder's feature caches; a temporary folder is removed with the recommender
+        self._temporary = None if cache_dir else tempfile.TemporaryDirectory(prefix="pmmrec-recommend-")
+        self.config["feature_cache_dir"] = str(cache_dir or self._temporary.name)
         self.modalities = list(manifest["item_modalities"])
         self.max_length = self.config["MAX_ITEM_LIST_LENGTH"]
         self.chunk_size = self.config["item_encode_batch_size"] or 256
@@ -77,13 +79,13 @@ class Recommender:
         (image paths relative to the file's folder, or absolute). Items already in the
         catalogue are encoded again (their content may have changed). Returns the count."""
         ids, vectors = self._encode(*_item_rows(items), progress=progress)
-        for item_id, vector in zip(ids, vectors):
-            if item_id in self.index:
-                self.vectors[self.index[item_id]] = vector
-            else:
+        for item_id in ids:
+            if item_id not in self.index:
                 self.index[item_id] = len(self.item_ids)
                 self.item_ids.append(item_id)
-                self.vectors = torch.cat([self.vectors, vector.unsqueeze(0)])
+        added = len(self.item_ids) - len(self.vectors)
+        self.vectors = torch.cat([self.vectors, self.vectors.new_zeros(added, self.vectors.shape[1])])
+        self.vectors[[self.index[i] for i in ids]] = vectors
         return len(ids)
 
     def _encode(self, ids, texts, images, progress=True):
@@ -146,21 +148,24 @@ class Recommender:
         the catalogue and/or content dicts of items not in it, oldest first."""
         return self.recommend_batch([history], k, exclude_history, candidates, skip_unknown)[0]
 
-    def recommend_batch(self, histories, k=10, exclude_history=True, candidates=None, skip_unknown=False):
-        """:meth:`recommend` for several histories at once."""
+    def recommend_batch(self, histories, k=10, exclude_history=True, candidates=None, skip_unknown=False,
+                        names=None):
+        """:meth:`recommend` for several histories at once; errors and warnings call them
+        ``names`` (default ``history 0``, ``history 1``, ...)."""
         if not self.item_ids:
             raise RecommendError("the catalogue is empty: add_items() or load_catalogue() first")
-        states, known = self.user_states(histories, skip_unknown)
+        states, known = self.user_states(histories, skip_unknown, names)
         allowed = self._candidate_mask(candidates)
         scores, index = _top_k(states, self.vectors, k, allowed, known if exclude_history else None)
         return [[(self.item_ids[i], float(s)) for s, i in zip(row_s, row_i) if s > float("-inf")]
                 for row_s, row_i in zip(scores.tolist(), index.tolist())]
 
-    def user_states(self, histories, skip_unknown=False):
+    def user_states(self, histories, skip_unknown=False, names=None):
         """User vectors ``[B, d]`` of ``histories`` and, per history, the catalogue rows in it."""
         rows, new_items, known = [], [], []
-        for number, history in enumerate(histories):
-            entries = self._resolve(history, number, skip_unknown)[-self.max_length:]
+        names = names or [f"history {number}" for number in range(len(histories))]
+        for name, history in zip(names, histories):
+            entries = self._resolve(history, name, skip_unknown)[-self.max_length:]
             rows.append(entries)
             new_items += [e for e in entries if isinstance(e, dict)]
             known.append([e for e in entries if isinstance(e, int)])
@@ -180,10 +185,10 @@ class Recommender:
         lengths = torch.tensor([len(entries) for entries in rows])
         return states[torch.arange(len(rows)), lengths - 1], known
 
-    def _resolve(self, history, number, skip_unknown):
+    def _resolve(self, history, name, skip_unknown):
         """A history's entries: catalogue rows (int) and content dicts (new items)."""
         if isinstance(history, (str, bytes)) or not history:
-            raise RecommendError(f"history {number} is empty (or not a list): give at least one item")
+            raise RecommendError(f"{name} is empty (or not a list): give at least one item")
         entries, unknown = [], []
         for entry in history:
             if isinstance(entry, dict):
@@ -193,12 +198,12 @@ class Recommender:
             else:
                 unknown.append(str(entry))
         if unknown and not skip_unknown:
-            raise RecommendError(f"history {number}: item(s) not in the catalogue: {unknown[:10]} (add them with "
+            raise RecommendError(f"{name}: item(s) not in the catalogue: {unknown[:10]} (add them with "
                                  f"add_items, give their content as dicts, or skip_unknown=True)")
         if unknown:
-            getLogger().warning(f"history {number}: {len(unknown)} unknown item(s) skipped: {unknown[:10]}")
+            getLogger().warning(f"{name}: {len(unknown)} unknown item(s) skipped: {unknown[:10]}")
         if not entries:
-            raise RecommendError(f"history {number} has no item of the catalogue left")
+            raise RecommendError(f"{name} has no item of the catalogue left")
         return entries
 
     def _candidate_mask(self, candidates):
@@ -252,7 +257,11 @@ def _item_rows(items):
     missing = [n for n, item in enumerate(items) if item.get("item_id") in (None, "")]
     if missing:
         raise ContentError(f"item(s) {missing[:5]} of the list have no 'item_id'")
-    return [str(i) for i in ids], texts, images
+    ids = [str(i) for i in ids]
+    repeated = [i for i, count in Counter(ids).items() if count > 1]
+    if repeated:
+        raise ContentError(f"item_id(s) {repeated[:5]} appear more than once in the list")
+    return ids, texts, images
 
 
 def _dict_rows(items):
@@ -290,13 +299,13 @@ def main(argv=None):
         if args.save_catalogue:
             recommender.save_catalogue(args.save_catalogue)
         options = {"k": args.k, "exclude_history": not args.include_history, "skip_unknown": args.skip_unknown}
-        if args.history:
+        if args.history is not None:
             for item, score in recommender.recommend([h.strip() for h in args.history.split(",") if h.strip()],
                                                      **options):
                 print(f"{item}\t{score:.4f}")
             return 0
         _recommend_file(recommender, args.histories, args.output, options)
-    except (RecommendError, ContentError, CheckpointError) as error:
+    except (RecommendError, ContentError, CheckpointError, OSError) as error:
         print(f"pmmrec-recommend: error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -304,19 +313,37 @@ def main(argv=None):
 
 def _recommend_file(recommender, path, output, options, batch=256):
     """JSONL in (``{"user", "history"}``), JSONL out (``{"user", "items", "scores"}``)."""
-    with open(path, encoding="utf-8") as f:
-        requests = [json.loads(line) for line in f if line.strip()]
+    names, requests = _read_requests(path)
     out = open(output, "w", encoding="utf-8") if output else sys.stdout
     try:
         for start in range(0, len(requests), batch):
             part = requests[start:start + batch]
-            results = recommender.recommend_batch([r.get("history") for r in part], **options)
+            results = recommender.recommend_batch([r.get("history") for r in part], names=names[start:start + batch],
+                                                  **options)
             for request, result in zip(part, results):
                 out.write(json.dumps({"user": request.get("user"), "items": [i for i, _ in result],
                                       "scores": [round(s, 6) for _, s in result]}) + "\n")
     finally:
         if output:
             out.close()
+
+
+def _read_requests(path):
+    """``(names, requests)`` of a histories file: ``"<path>, line N"`` and each line's object."""
+    names, requests = [], []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                request = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise RecommendError(f"{path}, line {line_no}: not valid JSON ({error.msg})") from None
+            if not isinstance(request, dict):
+                raise RecommendError(f"{path}, line {line_no}: expected an object {{\"user\", \"history\"}}")
+            names.append(f"{path}, line {line_no}")
+            requests.append(request)
+    return names, requests
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import torch
 
 from recbole_pmmrec import load_data_and_model, run_recbole
 from recbole_pmmrec.checkpoint import CheckpointError
+from recbole_pmmrec.data.content import ContentError
 from recbole_pmmrec.recommend import Recommender, RecommendError, _top_k, main
 from tests.conftest import write_tiny_dataset
 
@@ -62,11 +63,15 @@ def test_items_added_after_training_are_recommended_without_retraining(recommend
 
 
 def test_a_checkpoint_recommends_over_another_datasets_catalogue(trained, tmp_path):
-    checkpoint, _ = trained
+    checkpoint, folder = trained
     other = write_tiny_dataset(tmp_path, name="other", n_items=40, seed=9)
-    rec = Recommender.from_checkpoint(checkpoint)
-    assert rec.add_items(other / "other.content.jsonl", progress=False) == 40
-    top = rec.recommend(["i10", "i11", "i12"], k=5)
+    away = folder.rename(folder.with_name("tiny-away"))  # the training data is not needed
+    try:
+        rec = Recommender.from_checkpoint(checkpoint)
+        assert rec.add_items(other / "other.content.jsonl", progress=False) == 40
+        top = rec.recommend(["i10", "i11", "i12"], k=5)
+    finally:
+        away.rename(folder)
     assert "i13" in [item for item, _ in top]  # the walk learnt on one catalogue, applied to another
     assert len({item for item, _ in top}) == 5 and all(item.startswith("i") for item, _ in top)
 
@@ -98,6 +103,21 @@ def test_bad_input_is_named(recommender, trained, tmp_path, make_config, caplog)
     sasrec = run_recbole("SASRec", "plain", config_dict=make_config(tmp_path, epochs=1, loss_type="CE"))
     with pytest.raises(CheckpointError, match="is not a PMMRec checkpoint"):
         Recommender.from_checkpoint(sasrec["saved_model_file"])
+
+
+def test_content_a_text_only_checkpoint_cannot_use_is_named(tmp_path, tiny_bert, tiny_clip, caplog):
+    from tests.conftest import tiny_config
+
+    folder = write_tiny_dataset(tmp_path)
+    result = run_recbole("PMMRec", "tiny", config_dict=tiny_config(tmp_path, tiny_bert, tiny_clip, tmp_path,
+                                                                   item_modalities=["text"], epochs=1))
+    rec = Recommender.from_checkpoint(result["saved_model_file"])
+    assert rec.add_items(folder, progress=False) == 30
+    assert "trained on ['text']: the items' ['image'] are ignored" in caplog.text
+    with pytest.raises(RecommendError, match=r"none of the checkpoint's modalities \['text'\]: \['pic'\]"):
+        rec.add_items([{"item_id": "pic", "image": str(folder / "images" / "i1.png")}])
+    with pytest.raises(ContentError, match=r"\['i1'\] appear more than once"):
+        rec.add_items([{"item_id": "i1", "text": "a"}, {"item_id": "i1", "text": "b"}])
 
 
 def test_candidates_restrict_the_ranking(recommender):
@@ -134,3 +154,11 @@ def test_the_command_recommends_for_one_history_and_for_a_file(trained, tmp_path
     assert len(results[1]["scores"]) == 5 and results[1]["scores"] == sorted(results[1]["scores"], reverse=True)
     assert main(["--checkpoint", checkpoint, "--catalogue", str(catalogue), "--history", "zzz"]) == 2
     assert "not in the catalogue: ['zzz']" in capsys.readouterr().err
+    assert main(["--checkpoint", checkpoint, "--catalogue", str(catalogue), "--history", ""]) == 2
+    assert "history 0 is empty" in capsys.readouterr().err
+    valid = requests.read_text() + "\n" + json.dumps({"user": "u3", "history": ["zzz"]}) + "\n"
+    for text, message in ((valid + "{bad\n", "line 5: not valid JSON"),
+                          (valid, "line 4: item(s) not in the catalogue")):
+        requests.write_text(text)  # errors name the line of the file (line 3 is blank)
+        assert main(["--checkpoint", checkpoint, "--catalogue", str(catalogue), "--histories", str(requests)]) == 2
+        assert f"{requests}, {message}" in capsys.readouterr().err

@@ -1,3 +1,4 @@
-"""The data layer: item content files, image decoding, ``PMMRecDataset`` (tokenised text,
-preprocessed pixels, training rows, item statistics) and derived datasets on disk (the
-bundled default, merged sources, cold-start and transfer splits)."""
+"""The data layer: atomic-file checks, item content files, image decoding, the content
+encoding shared with the recommender, ``PMMRecDataset`` (tokenised text, preprocessed
+pixels, training rows, item statistics) and derived datasets on disk (the bundled default,
+merged sources, cold-start and transfer splits)."""

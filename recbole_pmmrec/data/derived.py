@@ -13,7 +13,8 @@
 
 Files are written like the converters write them (:mod:`dataset_converters.atomic`): through
 a temporary file renamed into place, so an interrupted run never leaves a half-written
-dataset under the final name.
+dataset under the final name, and two runs preparing the same dataset at once each rename
+complete files.
 """
 
 import os
@@ -47,8 +48,10 @@ def prepare_dataset(config):
 
 
 def ensure_default_dataset(folder):
-    """Build the bundled default dataset into ``folder`` unless it is there."""
-    if (Path(folder) / f"{DEFAULT_DATASET}.inter").is_file():
+    """Build the bundled default dataset into ``folder`` unless it is complete: the
+    converter writes its summary last, so a build that was killed, or is still running in
+    another process, is built (again) here."""
+    if (Path(folder) / f"{DEFAULT_DATASET}.summary.json").is_file():
         return
     getLogger().info(f"building the default dataset {DEFAULT_DATASET} from RecBole's ml-100k into {folder}")
     build_default_dataset(folder)
@@ -57,11 +60,10 @@ def ensure_default_dataset(folder):
 def build_default_dataset(folder):
     """``ml-100k-text`` into ``folder``, by the MovieLens converter from RecBole's ml-100k:
     the ratings in their file order (RecBole numbers users and items by first appearance)
-    and per movie the text "<title> (<year>). Genres: <g1>, <g2>." (no images)."""
+    and per movie the converter's text "<title> (<year>). Genres: <g1>, <g2>." (no images)."""
     from dataset_converters import convert
 
-    convert("movielens", None, folder, name=DEFAULT_DATASET, keep_order=True, progress=False,
-            text_template="{title}. Genres: {genres}.")
+    convert("movielens", None, folder, name=DEFAULT_DATASET, keep_order=True, progress=False)
     return Path(folder)
 
 

@@ -1,2 +1,3 @@
 """Experiment commands built on the library: ``pmmrec-benchmark`` (runner, report),
-``pmmrec-demo`` and ``pmmrec-transfer``. The library never imports this package."""
+``pmmrec-performance``, ``pmmrec-demo`` and ``pmmrec-transfer``. The library never imports
+this package."""

@@ -117,7 +117,18 @@ class HFTransformer(Backbone):
         return self.network(input_ids=input_ids, attention_mask=token_mask).last_hidden_state
 
 
-class OpenClipViT(Backbone):
+class PixelBackbone(Backbone):
+    """A vision network: its inputs are normalised pixels, its blocks take the hidden states
+    alone (no token mask)."""
+
+    def block_mask(self, hidden, token_mask):
+        return None
+
+    def run_block(self, block, hidden, mask):
+        return block(hidden)
+
+
+class OpenClipViT(PixelBackbone):
     """An open_clip ``VisionTransformer``: patch embedding (+ class token, positions,
     ``ln_pre``), ``transformer.resblocks``, then ``ln_post`` on every token; inputs: the
     normalised pixels (no token mask)."""
@@ -132,12 +143,6 @@ class OpenClipViT(Backbone):
 
     def embed(self, pixels):
         return self.network._embeds(pixels)
-
-    def block_mask(self, hidden, token_mask):
-        return None
-
-    def run_block(self, block, hidden, mask):
-        return block(hidden)
 
     def finish(self, hidden):
         return self.network.ln_post(hidden)
@@ -154,7 +159,7 @@ class OpenClipViT(Backbone):
         return torch.cat([out["image_intermediates_prefix"][0], out["image_intermediates"][0]], dim=1)
 
 
-class TimmCNN(Backbone):
+class TimmCNN(PixelBackbone):
     """A timm EfficientNet-style CNN (``conv_stem``, ``bn1``, ``blocks`` in stages,
     ``conv_head``, ``bn2``); its blocks are the individual blocks of every stage. Its token
     states are the last feature map's spatial positions, after the pooled vector as a first
@@ -168,12 +173,6 @@ class TimmCNN(Backbone):
 
     def embed(self, pixels):
         return self.network.bn1(self.network.conv_stem(pixels))
-
-    def block_mask(self, hidden, token_mask):
-        return None
-
-    def run_block(self, block, hidden, mask):
-        return block(hidden)
 
     def finish(self, hidden):
         return _map_tokens(self.network.bn2(self.network.conv_head(hidden)))

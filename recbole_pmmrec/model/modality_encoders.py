@@ -1,4 +1,4 @@
-"""Pre-trained modality encoders: a HF text transformer and an open_clip vision tower.
+"""Pre-trained modality encoders: a HF text transformer, and an open_clip or timm vision tower.
 
 Each returns per-token states of its backbone; a Linear projection maps them to the model
 width. Only the top ``trainable_layers`` transformer blocks train; with 0 the backbone is
