@@ -55,6 +55,8 @@ class PluginTrainerMixin:
     """
 
     def __init__(self, config, model):
+        # RecBole's ensure_dir checks, then creates: processes starting together race on it
+        os.makedirs(config["checkpoint_dir"], exist_ok=True)
         super().__init__(config, model)
         stem, ext = os.path.splitext(self.saved_model_file)
         self.saved_model_file = from_rank_zero(f"{stem}-{uuid.uuid4().hex[:6]}{ext}")
