@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from recbole_pmmrec.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from recbole_pmmrec.data.content import ContentError, content_file, read_content_file
+from recbole_pmmrec.data.content import ContentError, content_file, json_lines, read_content_file
 from recbole_pmmrec.data.encoding import item_content
 from recbole_pmmrec.model.feature_cache import tensors_digest
 from recbole_pmmrec.model.item_encoder import ItemEncoder
@@ -331,18 +331,11 @@ def _recommend_file(recommender, path, output, options, batch=256):
 def _read_requests(path):
     """``(names, requests)`` of a histories file: ``"<path>, line N"`` and each line's object."""
     names, requests = [], []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                request = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RecommendError(f"{path}, line {line_no}: not valid JSON ({error.msg})") from None
-            if not isinstance(request, dict):
-                raise RecommendError(f"{path}, line {line_no}: expected an object {{\"user\", \"history\"}}")
-            names.append(f"{path}, line {line_no}")
-            requests.append(request)
+    for _, where, request in json_lines(path, RecommendError):
+        if not isinstance(request, dict):
+            raise RecommendError(f"{where}: expected an object {{\"user\", \"history\"}}")
+        names.append(where)
+        requests.append(request)
     return names, requests
 
 

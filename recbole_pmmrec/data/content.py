@@ -48,6 +48,25 @@ def content_file(data_path, dataset_name):
     return Path(data_path) / f"{dataset_name}.content.jsonl"
 
 
+
+def json_lines(path, error):
+    """``(line number, "<path>, line N", value)`` of each non-blank line of a UTF-8 JSON-lines
+    file; a line that is not UTF-8 or not JSON raises ``error`` naming the file and line."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            where = f"{path}, line {line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise error(f"{where}: not valid UTF-8 ({err.reason} at byte {err.start}); the file must be "
+                            f"UTF-8 JSON lines") from None
+            if not line.strip():
+                continue
+            try:
+                yield line_no, where, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise error(f"{where}: not valid JSON ({err.msg})") from None
+
 def read_content_file(path):
     """Read a content file into ``{item token: (text or None, image path or None, line number)}``.
 
@@ -58,34 +77,21 @@ def read_content_file(path):
     if not path.is_file():
         raise ContentError(f"item content file not found: {path}")
     content = {}
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            where = f"{path}, line {line_no}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise ContentError(f"{where}: not valid UTF-8 ({err.reason} at byte {err.start}); content files "
-                                   f"are UTF-8 JSON lines") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ContentError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict) or row.get("item_id") in (None, ""):
-                raise ContentError(f"{where}: each line needs a non-empty 'item_id' field")
-            token = str(row["item_id"])
-            if token in content:
-                raise ContentError(f"{where}: item_id {token!r} appears twice")
-            text, image = row.get("text"), row.get("image")
-            for field, value in (("text", text), ("image", image)):
-                if value is not None and not isinstance(value, str):
-                    raise ContentError(
-                        f"{where}: field '{field}' of item {token!r} must be a string or null, "
-                        f"got {type(value).__name__}"
-                    )
-            text = text if text and text.strip() else None
-            content[token] = (text, image or None, line_no)
+    for line_no, where, row in json_lines(path, ContentError):
+        if not isinstance(row, dict) or row.get("item_id") in (None, ""):
+            raise ContentError(f"{where}: each line needs a non-empty 'item_id' field")
+        token = str(row["item_id"])
+        if token in content:
+            raise ContentError(f"{where}: item_id {token!r} appears twice")
+        text, image = row.get("text"), row.get("image")
+        for field, value in (("text", text), ("image", image)):
+            if value is not None and not isinstance(value, str):
+                raise ContentError(
+                    f"{where}: field '{field}' of item {token!r} must be a string or null, "
+                    f"got {type(value).__name__}"
+                )
+        text = text if text and text.strip() else None
+        content[token] = (text, image or None, line_no)
     return content
 
 
