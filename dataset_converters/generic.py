@@ -96,7 +96,8 @@ def read(input_path, opts, data):
             time = parse_time(row[opts.time_col], opts.time_format)
             if time is None:
                 data.issues.report("malformed_value", f"{where(path, line_no)}: cannot read time "
-                                   f"{snippet(row[opts.time_col])} (time format {opts.time_format})")
+                                   f"{snippet(row[opts.time_col])} (time format {opts.time_format})",
+                                   path=path)
                 continue
         else:
             time = line_no

@@ -1,6 +1,7 @@
 """Bad-input bookkeeping: strict mode raises, lenient mode skips and counts."""
 
 import logging
+from pathlib import Path
 
 log = logging.getLogger("dataset_converters")
 
@@ -41,14 +42,24 @@ class Issues:
         self.encodings = {}  # file -> the text encoding it was read with
         self.counts = {}
         self.examples = {}
+        self.rows_by_file = {}  # file -> rows of that file skipped (reports that name a path)
 
-    def report(self, kind, message, count=1):
-        """Record ``count`` rows skipped for ``kind``; ``message`` names file and line."""
+    def report(self, kind, message, count=1, path=None):
+        """Record ``count`` rows skipped for ``kind``; ``message`` names file and line, and
+        ``path`` the file the rows belong to (so the interactions file's skipped rows are told
+        apart from an item file's, e.g. the repeated records of Amazon 2018 metadata)."""
         if self.strict:
             raise ConversionError(message)
         seen = self.counts.get(kind, 0)
         self.counts[kind] = seen + count
+        if path is not None:
+            key = str(Path(path))
+            self.rows_by_file[key] = self.rows_by_file.get(key, 0) + count
         examples = self.examples.setdefault(kind, [])
         if len(examples) < MAX_EXAMPLES:
             examples.append(message)
             log.warning("skipped (%s): %s", kind, message)
+
+    def rows_skipped_in(self, path):
+        """How many rows of ``path`` were skipped (reported with that path)."""
+        return self.rows_by_file.get(str(Path(path)), 0)

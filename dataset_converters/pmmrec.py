@@ -54,10 +54,10 @@ def read(input_path, opts, data):
         items = sequence.split()
         here = where(users_file, line_no)
         if not items:
-            issues.report("malformed_line", f"{here}: user {snippet(user)} has no items")
+            issues.report("malformed_line", f"{here}: user {snippet(user)} has no items", path=users_file)
         elif user.strip() in seen_users:
             issues.report("duplicate_user", f"{here}: user {snippet(user)} already has a sequence "
-                          f"on line {seen_users[user.strip()]}")
+                          f"on line {seen_users[user.strip()]}", path=users_file)
         else:
             seen_users[user.strip()] = line_no
             for position, item in enumerate(items):

@@ -52,7 +52,7 @@ def iter_lines(path, issues, encoding="utf-8", progress=True):
                 except UnicodeDecodeError as err:
                     issues.report("bad_encoding", f"{where(path, line_no)}: not valid {encoding} "
                                   f"({err.reason} at byte {err.start}); pass --encoding if the "
-                                  f"file uses another encoding")
+                                  f"file uses another encoding", path=path)
                     continue
                 if line_no == 1:
                     text = text.lstrip("\ufeff")
@@ -118,7 +118,7 @@ def iter_json(path, issues, encoding="utf-8", progress=True, python_literals=Fal
         if not isinstance(row, dict):
             if row is not None:
                 reason = f"expected a JSON object, got {type(row).__name__}"
-            issues.report("malformed_line", f"{where(path, line_no)}: {reason}")
+            issues.report("malformed_line", f"{where(path, line_no)}: {reason}", path=path)
             continue
         yield line_no, row
 
@@ -151,7 +151,7 @@ def iter_delimited(path, issues, delimiter, encoding="utf-8", progress=True, quo
         except StopIteration:
             return
         except csv.Error as err:
-            issues.report("malformed_line", f"{where(path, state['line'])}: {err}")
+            issues.report("malformed_line", f"{where(path, state['line'])}: {err}", path=path)
             continue
         if fields and any(f.strip() for f in fields):
             yield state["line"], fields
@@ -175,7 +175,7 @@ def iter_fixed(path, issues, delimiter, n_fields, encoding="utf-8", progress=Tru
     for line_no, fields in iter_delimited(path, issues, delimiter, encoding, progress, quoting):
         if len(fields) != n_fields:
             issues.report("malformed_line", f"{where(path, line_no)}: expected {n_fields} fields "
-                          f"separated by {delimiter!r}, found {len(fields)}")
+                          f"separated by {delimiter!r}, found {len(fields)}", path=path)
             continue
         yield line_no, fields
 
@@ -205,7 +205,7 @@ def iter_table(path, issues, delimiter, required, encoding="utf-8", progress=Tru
     for line_no, fields in records:
         if len(fields) != len(header):
             issues.report("malformed_line", f"{where(path, line_no)}: expected {len(header)} "
-                          f"fields separated by {delimiter!r}, found {len(fields)}")
+                          f"fields separated by {delimiter!r}, found {len(fields)}", path=path)
             continue
         yield line_no, dict(zip(header, fields, strict=True))
 
@@ -231,7 +231,7 @@ def missing_fields(row, required, path, line_no, issues):
     missing = [k for k in required if row.get(k) in (None, "")]
     if missing:
         issues.report("missing_field", f"{where(path, line_no)}: missing field(s) "
-                      f"{', '.join(missing)}")
+                      f"{', '.join(missing)}", path=path)
     return bool(missing)
 
 

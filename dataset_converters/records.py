@@ -40,7 +40,8 @@ class RawData:
         # it are then unknown, and their interactions skipped (or kept, keep_unknown_items)
         self.item_info = {}
         self.rewritten = {}
-        self.rows_read = 0
+        self.rows_read = 0  # rows handed to add_interaction (bad values included)
+        self.bad_values = 0  # of which skipped for a bad value
         self.below_min_rating = 0
         self.item_rows_read = 0
         self.markup_only_fields = 0
@@ -68,16 +69,16 @@ class RawData:
         here = where(path, line_no)
         u, i = self.token(user), self.token(item)
         if u is None or i is None:
-            return self._bad(f"{here}: empty {'user' if u is None else 'item'} id")
+            return self._bad(path, f"{here}: empty {'user' if u is None else 'item'} id")
         t = _number(time)
         if t is None:
-            return self._bad(f"{here}: timestamp {snippet(time)} is not a number")
+            return self._bad(path, f"{here}: timestamp {snippet(time)} is not a number")
         if self.has_rating is None:
             self.has_rating = rating is not None
         if self.has_rating:
             r = _number(rating)
             if r is None:
-                return self._bad(f"{here}: rating {snippet(rating)} is not a number")
+                return self._bad(path, f"{here}: rating {snippet(rating)} is not a number")
             if self.min_rating is not None and r < self.min_rating:
                 self.below_min_rating += 1
                 return
@@ -87,8 +88,9 @@ class RawData:
         self.times.append(t)
         self.lines.append(line_no)
 
-    def _bad(self, message):
-        self.issues.report("malformed_value", message)
+    def _bad(self, path, message):
+        self.bad_values += 1
+        self.issues.report("malformed_value", message, path=path)
 
     # ------------------------------------------------------------------ items
     def wants(self, token):
@@ -102,10 +104,11 @@ class RawData:
         self.item_rows_read += 1
         tok = self.token(item)
         if tok is None:
-            return self.issues.report("malformed_value", f"{where(path, line_no)}: empty item id")
+            return self.issues.report("malformed_value", f"{where(path, line_no)}: empty item id", path=path)
         if tok in self.item_info:
             return self.issues.report("duplicate_item",
-                                      f"{where(path, line_no)}: item {snippet(tok)} appears again")
+                                      f"{where(path, line_no)}: item {snippet(tok)} appears again",
+                                      path=path)
         text = self.template.render(fields) if fields is not None else None
         self.item_info[tok] = ItemInfo(text, image_file, image_url, categories)
 
@@ -123,8 +126,9 @@ class RawData:
         if not len(rows):
             raise ConversionError(self._nothing_read())
         item_tokens = list(self.item_ids)
-        counts = {"rows_read": self.rows_read, "below_min_rating": self.below_min_rating,
-                  "bad_rows": sum(self.issues.counts.values())}
+        bad_rows = self.skipped_interaction_rows()
+        counts = {"rows_read": self.interaction_rows_read(), "below_min_rating": self.below_min_rating,
+                  "bad_rows": bad_rows}
         before = len(rows)
         if self.item_file is not None and not keep_unknown_items:
             rows = self._drop_unknown(items, rows, item_tokens)
@@ -152,6 +156,16 @@ class RawData:
             raise ConversionError(f"no interactions are left after filtering: {_drop_reasons(counts)}")
         rows = np.sort(rows) if keep_order else filtering.sort_rows(users, times, rows)
         return Filtered(self, rows, users, items, times, item_tokens, counts)
+
+    def skipped_interaction_rows(self):
+        """Rows of the interactions file skipped while reading (malformed lines, missing
+        fields, bad values); an item file's skipped lines are not interaction rows."""
+        return self.issues.rows_skipped_in(self.inter_file) if self.inter_file else 0
+
+    def interaction_rows_read(self):
+        """Rows of the interactions file read: those handed to :meth:`add_interaction` and
+        those skipped before (so ``rows_read`` less each filter's count is what is kept)."""
+        return self.rows_read + self.skipped_interaction_rows() - self.bad_values
 
     def _nothing_read(self):
         """Why no interaction was read from the file: what became of its lines and rows."""

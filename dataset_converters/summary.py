@@ -20,7 +20,7 @@ def build_summary(name, source, options, data, filtered, texts, collector, extra
         "avg_sequence_length": n_inter / n_users,
         "items_with_text": sum(1 for t in filtered.item_tokens if texts.get(t)),
         "items_with_image": len(collector.images),
-        "rows_read": {"interactions": data.rows_read, "items": data.item_rows_read},
+        "rows_read": {"interactions": data.interaction_rows_read(), "items": data.item_rows_read},
         "skipped": skipped,
         "skipped_examples": data.issues.examples,
         "filtered": filtered.counts,

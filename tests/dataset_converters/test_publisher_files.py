@@ -274,3 +274,24 @@ def test_the_poster_map_joins_on_title_and_year(tmp_path, capsys):
     assert {k: v.rsplit("/", 1)[1] for k, v in rows.items()} == {"10": "1.jpg", "11": "2.jpg", "13": "7.jpg",
                                                                   "15": "9.jpg"}
     assert "4 of 6 items have a poster" in capsys.readouterr().out
+
+
+def test_skipped_metadata_lines_are_not_counted_as_interaction_rows(tmp_path):
+    # 2018 metadata files repeat records: meta_Magazine_Subscriptions.json.gz has 3,385 lines
+    # for 2,320 asins, every repeat identical. Those lines (and malformed ones) are counted under
+    # "skipped", never as interaction rows, so the per-filter counts add up to what was kept.
+    raw = tmp_path / "raw"
+    reviews = [review18(f"A{u}", f"B{i}", 5.0, 10 * u + i) for u in range(3) for i in range(3)]
+    reviews += ['{"reviewerID": "A9", "asin": ', json.dumps({"reviewerID": "A9", "asin": "B1", "overall": 4.0})]
+    write_lines(raw / "Magazines_5.json", reviews)
+    meta = [json.dumps({"asin": f"B{i}", "title": f"Magazine {i}"}) for i in range(3)]
+    write_lines(raw / "meta_Magazines.json", meta + [meta[0], meta[1], "{'asin': 'B2', 'title': "])
+    summary = convert("amazon2018", raw / "Magazines_5.json", tmp_path / "mags", progress=False)
+    counts = summary["filtered"]
+    assert summary["interactions"] == 9 and summary["skipped"] == {
+        "duplicate_item": 2, "malformed_line": 2, "missing_field": 1}
+    assert counts["rows_read"] == 11 and counts["bad_rows"] == 2
+    removed = sum(counts[k] for k in ("below_min_rating", "bad_rows", "dropped_unknown_items", "dropped_duplicates",
+                                      "dropped_by_k_core"))
+    assert counts["rows_read"] - removed == summary["interactions"]
+    assert summary["rows_read"]["interactions"] == 11
