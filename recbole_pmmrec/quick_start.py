@@ -78,13 +78,14 @@ def _whole_eval_loaders(config, loaders):
         config["single_spec"] = False
 
 
-def _fit(trainer, config, train_data, valid_data, saved):
-    """Train (``epochs: 0``: evaluate the model as built, e.g. zero-shot from a checkpoint)."""
+def _fit(trainer, config, train_data, valid_data, saved, on_valid=None):
+    """Train (``epochs: 0``: evaluate the model as built, e.g. zero-shot from a checkpoint);
+    ``on_valid(epoch, valid_score)`` is called after each evaluated epoch."""
     if config["epochs"] == 0:
         valid_result = trainer.evaluate(valid_data, load_best_model=False, show_progress=config["show_progress"])
         return valid_result[config["valid_metric"].lower()], valid_result, False
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=on_valid
     )
     return best_valid_score, best_valid_result, saved
 
@@ -95,8 +96,9 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     ``argv`` holds command-line ``--key=value`` overrides (highest precedence). Returns a
     dict with the best valid score/result, the test result (per source too, for a merged
     dataset; among unseen items too, with ``test_items: unseen``), the saved model file,
-    parameter counts and wall times. With ``epochs: 0`` nothing is trained: the model as
-    built (e.g. from ``transfer_from``) is evaluated, zero-shot.
+    parameter counts, wall times, the training loss of each epoch and the valid score of
+    each evaluated epoch. With ``epochs: 0`` nothing is trained: the model as built (e.g.
+    from ``transfer_from``) is evaluated, zero-shot.
     """
     config = Config(model, dataset, config_file_list, config_dict, argv=argv)
     dataset, train_data, valid_data, test_data, model = build(config)
@@ -112,7 +114,10 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     if config["resume_from"]:
         trainer.resume_checkpoint(config["resume_from"], train_data)
     start = time.perf_counter()
-    best_valid_score, best_valid_result, trained = _fit(trainer, config, train_data, valid_data, saved)
+    valid_scores = {}  # epoch index (from 0, as logged) -> valid_metric, for each evaluated epoch
+    best_valid_score, best_valid_result, trained = _fit(
+        trainer, config, train_data, valid_data, saved, valid_scores.__setitem__
+    )
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
     n_test_rows = len(test_data._dataset)
@@ -147,11 +152,13 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         "test_result_among_unseen": among_unseen,
         "test_result_by_source": by_source,
         "saved_model_file": trainer.saved_model_file if trained else None,
+        "train_users": len(train_data._dataset.inter_feat[train_data._dataset.uid_field].unique()),
         "total_parameters": total_params,
         "trainable_parameters": trainable_params,
         "fit_seconds": fit_seconds,
         "test_seconds": test_seconds,
         "train_loss_by_epoch": dict(trainer.train_loss_dict),
+        "valid_score_by_epoch": valid_scores,
         "train_epoch_seconds": list(trainer.epoch_seconds),
     }
 

@@ -13,6 +13,7 @@ from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_pmmrec.compat import end_anomaly_mode
+from recbole_pmmrec.data.dataset import with_train_users
 from recbole_pmmrec.data.derived import prepare_dataset
 from recbole_pmmrec.distributed import barrier, rank
 from recbole_pmmrec.trainer import with_plugin_features
@@ -55,7 +56,9 @@ def get_trainer(model_type, model_name):
 
 
 def create_dataset(config):
-    """The filtered dataset for ``config``: this plugin's dataset class first, then RecBole's.
+    """The filtered dataset for ``config``: this plugin's dataset class first, then RecBole's
+    (with ``train_user_fraction`` < 1, the class RecBole picks extended by
+    :func:`~recbole_pmmrec.data.dataset.with_train_users`; PMMRec's dataset applies it itself).
 
     A derived dataset the config names (the bundled default, merged sources) is written to
     disk first (:func:`recbole_pmmrec.data.derived.prepare_dataset`).
@@ -65,4 +68,7 @@ def create_dataset(config):
     barrier()
     if config["model"] in _PLUGIN_MODELS:
         return _load(_PLUGIN_MODELS[config["model"]][1])(config)
-    return recbole_create_dataset(config)
+    dataset = recbole_create_dataset(config)
+    if config["train_user_fraction"] < 1:
+        dataset.__class__ = with_train_users(type(dataset))
+    return dataset

@@ -77,6 +77,7 @@ RULES = {
     "source_datasets": _sources,
     "test_items": _choice("all", "unseen", optional=True),
     "exclude_history_items": _boolean,
+    "train_user_fraction": _number(0, 1, low_open=True),
     "console_log": _choice("all", "epochs", optional=True),
     "trust_checkpoint": _boolean,
     "resume_from": _text(),

@@ -1,6 +1,8 @@
-"""``PMMRecDataset``: RecBole's SequentialDataset plus item content and per-user training rows."""
+"""``PMMRecDataset``: RecBole's SequentialDataset plus item content and per-user training rows;
+for every model, the training split reduced to a share of its users (``train_user_fraction``)."""
 
 import os
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -64,6 +66,41 @@ def training_history(train):
         items.append(seq[seq > 0])
     pairs = torch.unique(torch.stack([torch.cat(users), torch.cat(items)]), dim=1)
     return pairs[0], pairs[1]
+
+
+def keep_train_users(train, fraction, seed):
+    """``train`` (a built training split) with only the rows of ``fraction`` of its users: the
+    first ``round(fraction * users)`` (at least one) of a permutation of its users, sorted by
+    token, drawn from ``seed``. For one seed the users kept for a smaller fraction are among
+    those kept for a larger one, whatever the model; ``fraction`` 1 returns ``train``."""
+    if fraction >= 1:
+        return train
+    uids = train.inter_feat[train.uid_field]
+    users = torch.unique(uids)
+    users = users[np.argsort(train.id2token(train.uid_field, users.numpy()), kind="stable")]
+    order = torch.randperm(len(users), generator=torch.Generator().manual_seed(seed))
+    kept = users[order[:max(1, round(fraction * len(users)))]]
+    rows = torch.isin(uids, kept)
+    train.logger.info(f"train_user_fraction={fraction}: training rows of {len(kept)} of {len(users)} users kept "
+                      f"({int(rows.sum())} of {len(rows)} rows); validation and test keep every user")
+    return train.copy(train.inter_feat[rows])
+
+
+@lru_cache(maxsize=None)
+def with_train_users(dataset_class):
+    """A subclass of ``dataset_class`` (one of RecBole's) whose training split keeps
+    ``train_user_fraction`` of its users (:func:`keep_train_users`). The history that full
+    ranking excludes (``training_pairs``) stays the whole split's: the evaluation does not
+    depend on the fraction."""
+
+    class TrainUsersDataset(dataset_class):
+        def build(self):
+            datasets = super().build()
+            datasets[0].training_pairs = training_history(datasets[0])
+            datasets[0] = keep_train_users(datasets[0], self.config["train_user_fraction"], self.config["seed"])
+            return datasets
+
+    return TrainUsersDataset
 
 
 class PMMRecDataset(SequentialDataset):
@@ -136,15 +173,16 @@ class PMMRecDataset(SequentialDataset):
 
     def build(self):
         datasets = super().build()
-        train = datasets[0]
-        history = training_history(train)  # from every prefix row, before rows are selected
+        history = training_history(datasets[0])  # from every prefix row, before users and rows are selected
+        train = keep_train_users(datasets[0], self.config["train_user_fraction"], self.config["seed"])
         mode = self.config["train_rows"]
         keep = select_train_rows(train.inter_feat[self.uid_field].numpy(), mode, self.max_item_list_len)
         if len(keep) != len(train):
             self.logger.info(f"train_rows={mode}: {len(keep)} training rows kept of {len(train)} prefixes")
-            datasets[0] = train.copy(train.inter_feat[torch.from_numpy(keep)])
+            train = train.copy(train.inter_feat[torch.from_numpy(keep)])
+        datasets[0] = train
         # one row per prefix: count the targets only, or every item would count once per prefix
-        counts = item_train_counts(datasets[0], with_history=mode != "prefix")
+        counts = item_train_counts(train, with_history=mode != "prefix")
         for ds in (self, *datasets):
             ds.item_train_counts = counts
             ds.training_pairs = history
