@@ -180,10 +180,9 @@ class Recommender:
                 else:
                     sequences[row, position] = self.vectors[entry]
                 item_seq[row, position] = 1  # any non-padding id: the mask is all the encoder needs
-        with torch.no_grad():
-            states = self.user_encoder(sequences, item_seq)
         lengths = torch.tensor([len(entries) for entries in rows])
-        return states[torch.arange(len(rows)), lengths - 1], known
+        with torch.no_grad():
+            return self.user_encoder(sequences, item_seq, last=lengths - 1), known
 
     def _resolve(self, history, name, skip_unknown):
         """A history's entries: catalogue rows (int) and content dicts (new items)."""

@@ -148,9 +148,10 @@ class PMMRec(SequentialRecommender):
         index = torch.searchsorted(unique, ids.contiguous())
         return torch.where(ids > 0, index, torch.full_like(index, -1))
 
-    def user_states(self, item_seq, seq_vectors):
-        """Per-position user states ``[B, L, d]`` from the history's item vectors."""
-        return self.user_encoder(seq_vectors, item_seq)
+    def user_states(self, item_seq, seq_vectors, last=None):
+        """Per-position user states ``[B, L, d]`` from the history's item vectors (given
+        ``last`` ``[B]``, only those positions' states ``[B, d]``)."""
+        return self.user_encoder(seq_vectors, item_seq, last)
 
     def _gather_vectors(self, vectors, index):
         padded = torch.cat([vectors, torch.zeros_like(vectors[:1])])  # index -1 -> zeros
@@ -163,8 +164,7 @@ class PMMRec(SequentialRecommender):
         else:
             unique, vectors = self._unique_items(item_seq)
             seq_vectors = self._gather_vectors(vectors.fused, self._index_in(unique, item_seq))
-        states = self.user_states(item_seq, seq_vectors)
-        return self.gather_indexes(states, item_seq_len - 1)
+        return self.user_states(item_seq, seq_vectors, last=item_seq_len - 1)
 
     # training
     def encode_batch(self, interaction, noisy_seq=None):

@@ -41,13 +41,38 @@ class UserEncoder(nn.Module):
             layer_norm_eps=settings.layer_norm_eps,
         )
 
-    def forward(self, item_vectors, item_seq):
+    def forward(self, item_vectors, item_seq, last=None):
         """Per-position states of histories ``item_seq`` ``[B, L]`` (0 = padding) whose item
-        vectors are ``item_vectors`` ``[B, L, d]``; position t sees positions <= t only."""
+        vectors are ``item_vectors`` ``[B, L, d]``; position t sees positions <= t only.
+        Given ``last`` ``[B]`` (one position per history), only those positions' states
+        ``[B, d]``: the top layer then computes just them (its keys and values still read
+        every position), which is all that ranking a user's next item needs."""
         item_vectors = item_vectors * (item_seq > 0).unsqueeze(-1).to(item_vectors.dtype)
         positions = torch.arange(item_vectors.shape[1], device=item_vectors.device)
         hidden = self.dropout(self.layer_norm(item_vectors + self.position_embedding(positions)))
-        return self.transformer(hidden, causal_mask(item_seq), output_all_encoded_layers=False)[-1]
+        mask = causal_mask(item_seq)
+        layers = self.transformer.layer
+        for layer in layers if last is None else layers[:-1]:
+            hidden = layer(hidden, mask)
+        return hidden if last is None else _layer_at(layers[-1], hidden, mask, last)
+
+
+def _layer_at(layer, hidden, mask, positions):
+    """RecBole's ``TransformerLayer`` computed at one position per row: ``[B, d]``, equal to
+    ``layer(hidden, mask)[rows, positions]``."""
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    attention = layer.multi_head_attention
+    query_input = hidden[rows, positions].unsqueeze(1)  # [B, 1, d]
+
+    def heads(x):  # [B, T, d] -> [B, heads, T, head size]
+        return x.view(*x.shape[:2], attention.num_attention_heads, attention.attention_head_size).transpose(1, 2)
+
+    scores = heads(attention.query(query_input)) @ heads(attention.key(hidden)).transpose(-1, -2)
+    scores = scores / attention.sqrt_attention_head_size + mask[rows, :, positions].unsqueeze(2)
+    probs = attention.attn_dropout(attention.softmax(scores))
+    context = (probs @ heads(attention.value(hidden))).transpose(1, 2).reshape(query_input.shape)
+    attended = attention.LayerNorm(attention.out_dropout(attention.dense(context)) + query_input)
+    return layer.feed_forward(attended).squeeze(1)
 
 
 def causal_mask(item_seq):

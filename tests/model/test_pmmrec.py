@@ -40,3 +40,19 @@ def test_the_user_encoders_mask_is_recboles():
 
     item_seq = torch.tensor([[3, 5, 2, 0, 0], [7, 0, 0, 0, 0], [1, 2, 3, 4, 5]])
     assert torch.equal(causal_mask(item_seq), SequentialRecommender.get_attention_mask(None, item_seq))
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_the_last_position_path_equals_every_position_then_gather(n_layers):
+    from recbole_pmmrec.model.user_encoder import UserEncoder, UserEncoderSettings
+
+    torch.manual_seed(0)
+    encoder = UserEncoder(UserEncoderSettings(16, 32, n_layers, 2, "gelu", 1e-12, 6), 0.1, 0.1).eval()
+    item_seq = torch.tensor([[3, 5, 2, 0, 0, 0], [7, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6], [4, 4, 1, 9, 0, 0]])
+    vectors = torch.randn(4, 6, 16)
+    last = (item_seq > 0).sum(dim=1) - 1
+    every = encoder(vectors, item_seq)
+    top = encoder(vectors, item_seq, last=last)
+    assert top.shape == (4, 16)
+    torch.testing.assert_close(top, every[torch.arange(4), last], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(top, every[:, 0])  # the positions differ: the comparison can fail
