@@ -115,10 +115,21 @@ class PluginTrainerMixin:
         return loss
 
     def load_weights(self, checkpoint_file):
-        """Load the model's weights from a checkpoint file written by this trainer."""
+        """Load the model's weights from a checkpoint file written by this trainer. From this
+        run's own checkpoint only the tensors that training can change are read: its frozen
+        parameters (a pre-trained encoder's) are those in memory, and the file is memory-mapped,
+        so they are never read from disk."""
         checkpoint = load_checkpoint(checkpoint_file, map_location=self.device, mmap=True,
                                      trust=self.config["trust_checkpoint"])
-        self.model.load_state_dict(checkpoint["state_dict"])
+        state = checkpoint["state_dict"]
+        if os.path.abspath(checkpoint_file) != os.path.abspath(self.saved_model_file):
+            self.model.load_state_dict(state)
+        else:
+            frozen = {name for name, parameter in self.model.named_parameters() if not parameter.requires_grad}
+            loaded = self.model.load_state_dict({k: v for k, v in state.items() if k not in frozen}, strict=False)
+            if loaded.unexpected_keys or not set(loaded.missing_keys) <= frozen:
+                raise CheckpointError(f"{checkpoint_file} does not match the model: missing "
+                                      f"{sorted(set(loaded.missing_keys) - frozen)}, unexpected {loaded.unexpected_keys}")
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         return checkpoint

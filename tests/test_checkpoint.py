@@ -134,3 +134,31 @@ def test_the_same_seed_gives_the_same_metrics(tiny_data, make_config, model):
                for _ in range(2)]
     assert results[0]["test_result"] == results[1]["test_result"]
     assert results[0]["train_loss_by_epoch"] == results[1]["train_loss_by_epoch"]
+
+
+def test_the_best_model_of_a_run_is_restored_without_reading_its_frozen_encoder(tiny_data, make_config):
+    from recbole_pmmrec.registry import get_trainer
+    from tests.conftest import build_model
+
+    config, model, train, valid, test = build_model(make_config, tiny_data, item_modalities=["text"],
+                                                    text_trainable_layers=1)
+    trainer = get_trainer(config["MODEL_TYPE"], "PMMRec")(config, model)
+    trainer.fit(train, valid, verbose=False, saved=True)
+    saved = load_checkpoint(trainer.saved_model_file)["state_dict"]  # the best epoch's weights
+    in_memory = {k: v.clone() for k, v in model.state_dict().items()}
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert frozen and trainable
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.add_(1.0)
+    trainer.load_weights(trainer.saved_model_file)
+    state = model.state_dict()
+    for name in trainable:  # restored from the file
+        assert torch.equal(state[name], saved[name]), name
+    for name in frozen:  # frozen weights are the run's own, never read back (here: visibly changed)
+        assert torch.equal(saved[name], in_memory[name]) and torch.equal(state[name], saved[name] + 1.0), name
+    other = Path(trainer.saved_model_file).with_name("copy.pth")
+    other.write_bytes(Path(trainer.saved_model_file).read_bytes())
+    trainer.load_weights(str(other))  # any other file is loaded whole
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
