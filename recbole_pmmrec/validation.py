@@ -103,6 +103,7 @@ RULES = {
     "fusion_n_heads": POSITIVE_INT,
     "modality_type_embedding": _boolean,
     "fusion_image_grid": COUNT,
+    "fusion_text_tokens": COUNT,
     "fusion_dropout_prob": _number(0, 1, high_open=True, optional=True),
     "fusion_norm_first": _boolean,
     "hidden_size": POSITIVE_INT,

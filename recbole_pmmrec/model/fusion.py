@@ -22,6 +22,7 @@ class FusionSettings(ComponentSettings):
     modality_type_embedding: bool
     fusion_norm_first: bool
     fusion_image_grid: int
+    fusion_text_tokens: int
     hidden_size: int
     layer_norm_eps: float
 
@@ -36,6 +37,23 @@ def pool_patch_grid(states, grid):
     patches = states[:, 1:].transpose(1, 2).reshape(states.shape[0], states.shape[2], side, side)
     pooled = torch.nn.functional.adaptive_avg_pool2d(patches, grid).flatten(2).transpose(1, 2)
     return torch.cat([states[:, :1], pooled], dim=1)
+
+
+def pool_text_segments(states, mask, segments):
+    """Text token states ``[N, T, H]`` with their mask ``[N, T]`` (real tokens first) with
+    each text's tokens average-pooled into at most ``segments`` contiguous runs of nearly
+    equal length: ``([N, S, H], [N, S])``, S = min(T, segments); a text of n < segments
+    tokens keeps them as they are (n runs of one). ``segments`` 0 keeps every token."""
+    if not segments or states.shape[1] <= segments:
+        return states, mask
+    lengths = mask.sum(dim=1, keepdim=True).clamp(min=1)
+    positions = torch.arange(states.shape[1], device=states.device).unsqueeze(0)
+    segment = torch.where(mask > 0, positions * segments // lengths, segments)  # padding -> a dropped slot
+    sums = states.new_zeros(states.shape[0], segments + 1, states.shape[2])
+    sums = sums.scatter_add(1, segment.unsqueeze(-1).expand_as(states), states)[:, :segments]
+    counts = torch.zeros_like(sums[..., 0]).scatter_add(1, segment.clamp(max=segments - 1),
+                                                        (mask > 0).to(states.dtype))
+    return sums / counts.clamp(min=1).unsqueeze(-1), (counts > 0).to(mask.dtype)
 
 
 def masked_mean(tokens, mask):

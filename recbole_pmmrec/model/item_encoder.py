@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from recbole_pmmrec.data.content import check_modalities
 from recbole_pmmrec.distributed import barrier, rank
 from recbole_pmmrec.model.feature_cache import build_or_load, cache_key, frozen_digest, tensors_digest
-from recbole_pmmrec.model.fusion import FusionSettings, build_fusion, masked_mean, pool_patch_grid
+from recbole_pmmrec.model.fusion import (
+    FusionSettings, build_fusion, masked_mean, pool_patch_grid, pool_text_segments,
+)
 from recbole_pmmrec.model.modality_encoders import ImageEncoder, ImageEncoderSettings, TextEncoder, TextEncoderSettings
 
 
@@ -59,6 +61,7 @@ class ItemEncoder(nn.Module):
         self.fusion = build_fusion(fusion, len(self.modalities),
                                    config["hidden_dropout_prob"] if dropout is None else dropout)
         self.image_grid = fusion.fusion_image_grid if self.fusion.needs_tokens else 0
+        self.text_segments = fusion.fusion_text_tokens if self.fusion.needs_tokens else 0
         self._caches = {}
 
     def encoder(self, modality):
@@ -183,7 +186,11 @@ class ItemEncoder(nn.Module):
             hidden = self._bottom(modality, encoder, inputs, token_mask)
         states = self._reduced(modality, encoder.top(hidden, token_mask))
         mask = self._token_mask(modality, ids, states.shape[1])
-        return self._pool(states, mask) if pooled else (states, mask)
+        if pooled:
+            return self._pool(states, mask)
+        if modality == "text":  # for a fusion over tokens: runs of text tokens pooled
+            return pool_text_segments(states, mask, self.text_segments)
+        return states, mask
 
     def _reduced(self, modality, states):
         """An encoder's output states as the fusion takes them: image patch tokens pooled
