@@ -1,4 +1,4 @@
-"""PMMRec beside RecBole's baselines on identical splits: a Markdown table, a CSV and a plot.
+"""PMMRec beside RecBole's baselines on identical splits: a Markdown table, CSVs and plots.
 
 ``pmmrec-benchmark --dataset=ml-100k-text --models=PMMRec[cpu],SASRec,GRU4Rec,BERT4Rec``
 
@@ -7,6 +7,14 @@ shared settings (split, metrics, filtering, history length, epochs, seed) writte
 ``<output>/shared.yaml`` and given to every model after its own YAML files.
 ``NAME[overlay]`` runs model NAME with ``properties/overlays/<overlay>.yaml`` (or a YAML
 path) on top; ``NAME[a+b]`` applies several overlays in order.
+
+A convergence comparison is a large ``--epochs`` (the maximum) with ``--stopping_step=K``,
+e.g. ``--epochs=300 --stopping_step=10 --seeds=2020,2021,2022``: every model trains until
+its ``valid_metric`` (evaluated every ``eval_step`` epochs) has not reached its best for
+K+1 evaluations in a row (RecBole's early stopping; a tie counts as a new best) and is
+tested with the weights of its best epoch. Per run, ``runs.csv`` has ``best_epoch`` (from
+1), ``epochs`` (run) and ``fit_s`` (training with validation); ``curves.csv`` has the
+training loss and the valid score per epoch, plotted in ``valid_curves.png``.
 """
 
 import argparse
@@ -20,8 +28,8 @@ import yaml
 from dataset_converters.atomic import write_text
 from recbole_pmmrec.config import Config, properties_dir
 from recbole_pmmrec.data.derived import DEFAULT_DATASET
-from recbole_pmmrec.experiments.report import markdown_table, plot, settings_text, summarize, write_csv
-from recbole_pmmrec.experiments.runner import command_line, run_isolated, run_row
+from recbole_pmmrec.experiments.report import markdown_table, plot, plot_curves, settings_text, summarize, write_csv
+from recbole_pmmrec.experiments.runner import command_line, run_curve, run_isolated, run_row
 from recbole_pmmrec.registry import get_model
 
 # shared defaults of a benchmark (any may be overridden)
@@ -110,8 +118,8 @@ def benchmark(dataset, models, config_files=None, seeds=(2020,), output="bench_o
 
     ``config_files`` apply to every model; ``shared`` keys (``epochs``, ``data_path``, ...)
     too, after each model's own YAML. Writes ``benchmark.md``, ``benchmark.csv`` (one row per
-    model), ``runs.csv`` (one row per run) and ``benchmark.png`` into ``output``; returns the
-    per-model rows.
+    model), ``runs.csv`` (one row per run), ``curves.csv`` (one row per run and epoch),
+    ``benchmark.png`` and ``valid_curves.png`` into ``output``; returns the per-model rows.
     """
     start = time.perf_counter()
     output = Path(output)
@@ -126,7 +134,7 @@ def benchmark(dataset, models, config_files=None, seeds=(2020,), output="bench_o
     write_text(shared_file, "# settings forced equal for every model of the benchmark (after each model's own YAML)\n"
                + yaml.safe_dump(shared, sort_keys=False))
     models = split_models(models)
-    rows, all_runs = [], []
+    rows, all_runs, curves = [], [], []
     for index, spec in enumerate(models, 1):
         runs = []
         for seed in seeds:
@@ -146,8 +154,9 @@ def benchmark(dataset, models, config_files=None, seeds=(2020,), output="bench_o
             runs.append(run)
             elapsed = time.perf_counter() - run_start
             if run["status"] == "ok":
+                curves += [{"model": run["model"], "seed": seed, **epoch} for epoch in run_curve(result)]
                 key = f"test_{shared['valid_metric'].lower()}"
-                print(f"[{index}/{len(models)}] {spec} seed {seed}: {run['epochs']} epochs, "
+                print(f"[{index}/{len(models)}] {spec} seed {seed}: {run['epochs']} epochs (best {run['best_epoch']}), "
                       f"{key[5:]} {run.get(key, float('nan')):.4f}, {elapsed:.0f} s", flush=True)
             else:
                 print(f"[{index}/{len(models)}] {spec} seed {seed}: {run['status']}", flush=True)
@@ -156,17 +165,28 @@ def benchmark(dataset, models, config_files=None, seeds=(2020,), output="bench_o
 
     write_csv(output / "benchmark.csv", rows)
     write_csv(output / "runs.csv", all_runs)
+    write_csv(output / "curves.csv", curves)
     report = (f"# Benchmark on {dataset}\n\nShared settings (every model):\n\n"
               f"{settings_text(dataset, shared, seeds)}\n\n{markdown_table(rows, shared['valid_metric'])}\n\n"
-              f"Means over seeds (± sample std); s/epoch is training only, eval s one test pass; "
-              f"peak MB is the run's own process RSS. Commands and logs per run: runs.csv.\n")
+              f"Means over seeds (± sample std). Best epoch (from 1): the epoch whose weights are tested; "
+              f"epochs run: until stopping_step + 1 evaluations in a row did not reach the best, or epochs; "
+              f"train s: the whole training, validation included; s/epoch is training only, eval s one test "
+              f"pass; peak MB is the run's own process RSS. Commands and logs per run: runs.csv; valid score "
+              f"per epoch: curves.csv, valid_curves.png.\n")
     write_text(output / "benchmark.md", report)
     if any("epochs" in r for r in rows):
         seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean ± std over seeds {', '.join(map(str, seeds))}"
         plot(rows, output / "benchmark.png", f"{dataset}: {seed_text}, at most {shared.get('epochs')} epochs")
+    if curves:
+        title = (f"{dataset}: a thin line per seed; stopping_step {shared.get('stopping_step')}, "
+                 f"at most {shared.get('epochs')} epochs")
+        plot_curves(curves, output / "valid_curves.png", title, shared["valid_metric"])
     print("\n" + report)
     print(f"wrote {output}/benchmark.md, benchmark.csv, runs.csv, benchmark.png; "
           f"total {time.perf_counter() - start:.0f} s")
+    if curves:
+        print(f"per-epoch curves (valid {shared['valid_metric'].lower()}, training loss; one row per run and epoch): "
+              f"{output}/curves.csv; plotted in {output}/valid_curves.png")
     return rows
 
 

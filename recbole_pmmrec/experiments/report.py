@@ -34,8 +34,9 @@ def write_csv(path, rows):
         writer.writerows(rows)
 
 
-def _cell(row, key, fmt, with_std=True):
-    if key not in row:
+def cell(row, key, fmt, with_std=True):
+    """``row[key]`` formatted for a table, with `` ± std`` where the row has one; ``-`` if absent."""
+    if row.get(key) is None:
         return "-"
     text = format(row[key], fmt)
     std = row.get(f"{key}_std") if with_std else None
@@ -50,16 +51,17 @@ def metric_columns(rows):
 def markdown_table(rows, valid_metric):
     metrics = metric_columns(rows)
     valid_key = f"valid_{valid_metric.lower()}"
-    header = ["model", "epochs", "s/epoch", "eval s", "peak MB", "params (trainable / total)",
-              f"valid {valid_metric.lower()}", "test rows"] + [m[len("test_"):] for m in metrics]
+    header = ["model", "epochs run", "best epoch", "train s", "s/epoch", "eval s", "peak MB",
+              "params (trainable / total)", f"valid {valid_metric.lower()}", "test rows"]
+    header += [m[len("test_"):] for m in metrics]
     failures = any(r["status"] != "ok" for r in rows)
     lines = [header + (["status"] if failures else [])]
     for r in rows:
         params = "-" if "params_total" not in r else f"{r['params_trainable'] / 1e6:.2f}M / {r['params_total'] / 1e6:.2f}M"
-        cells = [r["model"], _cell(r, "epochs", ".0f", False), _cell(r, "s_per_epoch", ".1f"), _cell(r, "eval_s", ".1f"),
-                 _cell(r, "peak_rss_mb", ".0f", False), params, _cell(r, valid_key, ".4f"),
-                 _cell(r, "n_test_rows", ".0f", False)]
-        cells += [_cell(r, m, ".4f") for m in metrics]
+        cells = [r["model"], cell(r, "epochs", ".3g"), cell(r, "best_epoch", ".3g"), cell(r, "fit_s", ".1f"),
+                 cell(r, "s_per_epoch", ".1f"), cell(r, "eval_s", ".1f"), cell(r, "peak_rss_mb", ".0f", False),
+                 params, cell(r, valid_key, ".4f"), cell(r, "n_test_rows", ".0f", False)]
+        cells += [cell(r, m, ".4f") for m in metrics]
         lines.append(cells + ([r["status"].replace("|", "/")] if failures else []))
     lines.insert(1, ["---"] * len(lines[0]))
     return "\n".join("| " + " | ".join(map(str, cells)) + " |" for cells in lines)
@@ -77,13 +79,26 @@ def _errors(row, keys):
     return [row.get(f"{k}_std", 0) for k in keys] if f"{keys[0]}_std" in row else None
 
 
-def plot(rows, path, title):
-    """Test metrics (bars per model, std as error bars) and times per model, side by side."""
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (imported only when a plot is drawn)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, path):
+    """Write ``fig`` as a PNG atomically, then close it."""
+    with replace_when_done(path, binary=True) as f:
+        fig.savefig(f, format="png", dpi=90)
+    pyplot().close(fig)
+
+
+def plot(rows, path, title):
+    """Test metrics (bars per model, std as error bars) and times per model, side by side."""
+    plt = pyplot()
     rows = [r for r in rows if "epochs" in r]
     metrics = metric_columns(rows)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [3, 2]})
@@ -111,6 +126,36 @@ def plot(rows, path, title):
     right.grid(axis="x", alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    with replace_when_done(path, binary=True) as f:
-        fig.savefig(f, format="png", dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def valid_curves(curves):
+    """Per-epoch rows (model, seed, epoch, valid_score) -> {model: {seed: [(epoch, score)]}},
+    the evaluated epochs only."""
+    by_model = {}
+    for c in curves:
+        if c["valid_score"] is not None:
+            by_model.setdefault(c["model"], {}).setdefault(c["seed"], []).append((c["epoch"], c["valid_score"]))
+    return by_model
+
+
+def plot_curves(curves, path, title, valid_metric):
+    """The valid score per evaluated epoch: a thin line per run and, per model, a thick line
+    for the mean over its seeds up to the last epoch that every seed evaluated."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    for i, (model, runs) in enumerate(valid_curves(curves).items()):
+        for points in runs.values():
+            ax.plot(*zip(*points), color=f"C{i}", alpha=0.4, linewidth=0.8)
+        common = min(len(points) for points in runs.values())
+        epochs = [epoch for epoch, _ in next(iter(runs.values()))[:common]]
+        mean = [statistics.fmean(points[j][1] for points in runs.values()) for j in range(common)]
+        seeds = f"mean of {len(runs)} seeds" if len(runs) > 1 else "1 seed"
+        ax.plot(epochs, mean, color=f"C{i}", linewidth=2, marker=".", label=f"{model} ({seeds})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"valid {valid_metric.lower()}")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -73,14 +73,24 @@ def run_isolated(name, dataset, config_files=None, config_dict=None, threads=Non
     return in_own_process(_run_recbole, name, dataset, config_files, config_dict, threads=threads)
 
 
+def best_epoch(result):
+    """The epoch (counted from 1) whose model was saved and tested: the last evaluated epoch
+    with the best valid score (RecBole keeps a later epoch that equals the best); None when
+    the run evaluated no epoch."""
+    scores = result["valid_score_by_epoch"]
+    return max((e + 1 for e, s in scores.items() if s == result["best_valid_score"]), default=None)
+
+
 def run_row(result):
-    """One run's result dict -> a flat CSV row (metrics as valid_*/test_*)."""
+    """One run's result dict -> a flat CSV row (metrics as valid_*/test_*; ``epochs`` is the
+    number of epochs run, ``fit_s`` their time with validation)."""
     if "error" in result:
         return {"status": f"failed: {result['error']}", "log_file": result.get("log_file", "")}
     epochs = result["train_epoch_seconds"]
     row = {
         "status": "ok",
         "epochs": len(epochs),
+        "best_epoch": best_epoch(result),
         "s_per_epoch": sum(epochs) / max(len(epochs), 1),
         "eval_s": result["test_seconds"],
         "n_test_rows": result["test_rows"],
@@ -94,3 +104,12 @@ def run_row(result):
     row.update({f"test_{k}_among_unseen": v for k, v in (result.get("test_result_among_unseen") or {}).items()})
     row.update(log_file=result["log_file"], saved_model_file=result["saved_model_file"] or "")
     return row
+
+
+def run_curve(result):
+    """One run's rows per epoch (counted from 1): training loss and seconds, and the valid
+    score where the epoch was evaluated (else None)."""
+    scores, losses = result["valid_score_by_epoch"], sorted(result["train_loss_by_epoch"].items())
+    return [{"epoch": e + 1, "train_loss": float(loss), "train_s": seconds,
+             "valid_score": float(scores[e]) if e in scores else None}
+            for (e, loss), seconds in zip(losses, result["train_epoch_seconds"])]
