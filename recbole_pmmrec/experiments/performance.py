@@ -79,6 +79,13 @@ def _median_step(trainer, batches, steps, autocast=False):
 
 
 CPU_WIDTH = {"hidden_size": 128, "inner_size": 512, "fusion_n_heads": 4}  # the cpu overlay's width
+# the text + image fusions measured: label -> (fusion, its settings)
+FUSIONS = {
+    "merge_attention over every token": ("merge_attention", {}),
+    "merge_attention, image grid 2": ("merge_attention", {"fusion_image_grid": 2}),
+    "merge_attention, image grid 2, text runs 4": ("merge_attention", {"fusion_image_grid": 2, "fusion_text_tokens": 4}),
+    "sum": ("sum", {}),
+}
 
 
 def text_blocks(data_path, encoder, trainable, cached, steps):
@@ -150,10 +157,12 @@ def precision(data_path, autocast, steps):
     return {"step_s": step, "loss": loss}
 
 
-def modalities_step(data_path, dataset, modalities, fusion, steps):
-    """Step time with frozen, cached encoders (the cpu overlay's width) for ``modalities``."""
+def modalities_step(data_path, dataset, modalities, fusion, steps, fusion_settings=None):
+    """Step time with frozen, cached encoders (the cpu overlay's width) for ``modalities``
+    (with the fusion's ``fusion_settings``)."""
     settings = {"data_path": data_path, "item_modalities": modalities, "fusion": fusion,
-                "text_trainable_layers": 0, "image_trainable_layers": 0, **CPU_WIDTH, **_dataset_settings(dataset)}
+                "text_trainable_layers": 0, "image_trainable_layers": 0, **CPU_WIDTH, **_dataset_settings(dataset),
+                **(fusion_settings or {})}
     _, _, trainer, batches = _trainer(dataset, settings)
     step, _ = _median_step(trainer, batches, steps)
     return {"step_s": step, "steps_per_epoch": len(batches)}
@@ -179,7 +188,6 @@ def large_catalogue(n_items, tokens, ram_mb, steps):
 
     import torch
 
-    from recbole_pmmrec.data.content import ItemContent
     from recbole_pmmrec.model.feature_cache import build_or_load
     from recbole_pmmrec.pretrained import resolve_text_encoder
     from recbole_pmmrec.model.modality_encoders import TextEncoder, TextEncoderSettings
@@ -308,14 +316,14 @@ def measure(data_path, mm_dataset, output, steps=20, threads=2):
     if (mm_folder / f"{mm_dataset}.content.jsonl").is_file():
         images = record("image pipeline", image_pipeline, data_path, mm_dataset, 500)
         text = record("text only, frozen + cached", modalities_step, data_path, mm_dataset, ["text"], "sum", steps)
-        both = {fusion: record(f"text + image ({fusion}), frozen + cached", modalities_step, data_path, mm_dataset,
-                               ["text", "image"], fusion, steps) for fusion in ("merge_attention", "sum")}
+        both = {label: record(f"text + image ({label}), frozen + cached", modalities_step, data_path, mm_dataset,
+                              ["text", "image"], fusion, steps, extra) for label, (fusion, extra) in FUSIONS.items()}
         if "error" not in images:
             report += [f"- image pipeline: {images['images_per_s']:.0f} images/s ({images['images']} posters)"]
         if "error" not in text:
-            for fusion, result in both.items():
+            for label, result in both.items():
                 if "error" not in result:
-                    report += [f"- text + image ({fusion}) vs text only, frozen and cached, per step: "
+                    report += [f"- text + image ({label}) vs text only, frozen and cached, per step: "
                                f"{result['step_s']:.2f} s vs {text['step_s']:.2f} s "
                                f"(**{result['step_s'] / text['step_s']:.2f}x**)"]
     else:

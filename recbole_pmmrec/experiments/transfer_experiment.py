@@ -27,13 +27,13 @@ from pathlib import Path
 
 import yaml
 
-from dataset_converters.atomic import replace_when_done, write_text
+from dataset_converters.atomic import write_text
 from recbole_pmmrec.config import Config, properties_dir
 from recbole_pmmrec.data.derived import (
     DEFAULT_DATASET, make_cold_start_dataset, make_transfer_split, prepare_dataset,
 )
-from recbole_pmmrec.experiments.benchmark import DEFAULTS, benchmark, resolve_shared
-from recbole_pmmrec.experiments.report import _cell, markdown_table, summarize, write_csv
+from recbole_pmmrec.experiments.benchmark import DEFAULTS, benchmark, parse_model, resolve_shared
+from recbole_pmmrec.experiments.report import cell, markdown_table, pyplot, save_figure, summarize, write_csv
 from recbole_pmmrec.experiments.runner import command_line, run_isolated, run_row
 from recbole_pmmrec.validation import RULES, SettingsError
 
@@ -91,7 +91,7 @@ def transfer_experiment(output="bench_out/transfer", data_path=None, epochs=10, 
     output.mkdir(parents=True, exist_ok=True)
     root = _prepared_root(dataset, data_path)
     sources, target = make_transfer_split(root, dataset, n_sources=2, seed=seed)
-    overlay_files = [str(properties_dir() / "overlays" / f"{overlay}.yaml")] if overlay else []
+    overlay_files = parse_model(f"PMMRec[{overlay}]")[1] if overlay else []
     # the derived datasets take the whole dataset's settings (filtering, history length)
     dataset_file = properties_dir() / "dataset" / f"{dataset}.yaml"
     dataset_settings = yaml.safe_load(dataset_file.read_text(encoding="utf-8")) if dataset_file.is_file() else {}
@@ -173,11 +173,11 @@ def _curve_table(rows, labels, metrics):
     header.append(f"epochs ({' / '.join(CURVE_MODELS[label] for label in labels)})")
     lines = [header, ["---"] * len(header)]
     for row in rows:
-        cells = [f"{row['fraction']:.0%}", _cell(row[FINE_TUNED], "train_users", ".0f")]
+        cells = [f"{row['fraction']:.0%}", cell(row[FINE_TUNED], "train_users", ".0f")]
         for m in metrics:
-            cells += [_cell(row[label], f"test_{m}", ".4f") for label in labels]
-            cells.append(_cell(row["difference"], m, ".4f"))
-        cells.append(" / ".join(_cell(row[label], "epochs", ".1f", False) for label in labels))
+            cells += [cell(row[label], f"test_{m}", ".4f") for label in labels]
+            cells.append(cell(row["difference"], m, ".4f"))
+        cells.append(" / ".join(cell(row[label], "epochs", ".1f", False) for label in labels))
         lines.append(cells)
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
@@ -185,14 +185,9 @@ def _curve_table(rows, labels, metrics):
 def _plot_curve(rows, zero_shot, labels, metric, path, title):
     """Test ``metric`` over the fraction of training users, one line per model (std as
     error bars), zero-shot as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     key = f"test_{metric}"
     fractions = [row["fraction"] for row in rows]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.4))
     for label in labels:
         cells = [row[label] for row in rows]
         ax.errorbar(fractions, [c[key] for c in cells], yerr=[c.get(f"{key}_std", 0) for c in cells],
@@ -207,9 +202,7 @@ def _plot_curve(rows, zero_shot, labels, metric, path, title):
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with replace_when_done(path, binary=True) as f:
-        fig.savefig(f, format="png", dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _write_curve(output, runs, labels, valid_metric, intro):
@@ -226,7 +219,7 @@ def _write_curve(output, runs, labels, valid_metric, intro):
         f"validation and test keep every user. Test metrics (mean ± std over the seeds when several):\n\n"
         f"{_curve_table(rows, labels, metrics)}\n\n"
         f"{ZERO_SHOT}, no target training: "
-        + ", ".join(f"{m} {_cell(zero_shot, f'test_{m}', '.4f')}" for m in metrics) + ".\n"
+        + ", ".join(f"{m} {cell(zero_shot, f'test_{m}', '.4f')}" for m in metrics) + ".\n"
     )
     write_text(output / "transfer_curve.md", report)
     _plot_curve(rows, zero_shot, labels, metrics[0], output / "transfer_curve.png",
@@ -322,6 +315,9 @@ def main(argv=None):
     parser.add_argument("--seeds", default="2020,2021,2022", help="comma-separated; each draws its own split")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
     parser.add_argument("--cold_ratio", type=float, default=0.2, help="share of items made cold")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="the dataset split into sources and target")
+    parser.add_argument("--overlay", default="cpu", help="properties/overlays/<name>.yaml (or '+'-joined names) "
+                                                         "for every PMMRec run")
     parser.add_argument("--fractions", default=None,
                         help="comma-separated shares of the target's training users: the low-data curve instead")
     parser.add_argument("--curve_sasrec", action="store_true", help="train SASRec at each fraction too (slow)")
@@ -332,7 +328,7 @@ def main(argv=None):
     fractions = [float(f) for f in args.fractions.split(",")] if args.fractions else None
     transfer_experiments(seeds, args.output, data_path=args.data_path, epochs=args.epochs, threads=args.threads,
                          cold_ratio=args.cold_ratio, stopping_step=args.patience, fractions=fractions,
-                         curve_sasrec=args.curve_sasrec)
+                         curve_sasrec=args.curve_sasrec, dataset=args.dataset, overlay=args.overlay)
     return 0
 
 
