@@ -15,10 +15,11 @@ Each step corrupts the batch's histories (ids only), has the model encode the ba
 logged per epoch by name and written to TensorBoard.
 """
 
+import math
 import os
 import time
 import uuid
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from recbole.trainer import Trainer
 from recbole.trainer.trainer import AbstractTrainer
 from recbole.utils import set_color
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
 
 from recbole_pmmrec.checkpoint import (
     CheckpointError, load_checkpoint, plain, restore_rng_states, rng_states, run_settings, save_checkpoint,
@@ -36,6 +38,21 @@ from recbole_pmmrec.distributed import barrier, from_rank_zero, gather_rows, sha
 from recbole_pmmrec.model.losses import corrupt_sequences, nicl_loss, rcl_loss
 
 OBJECTIVES = ("nicl", "nid", "rcl")
+# the learning rate after warm-up as a share of learning_rate, by the share of the decay done
+DECAYS = {
+    "none": lambda done: 1.0,
+    "linear": lambda done: 1.0 - done,
+    "cosine": lambda done: 0.5 * (1.0 + math.cos(math.pi * done)),
+}
+
+
+def lr_factor(step, warmup_steps, total_steps, decay):
+    """The learning rate of optimiser step ``step`` (from 1) as a share of ``learning_rate``:
+    ``step / warmup_steps`` up to ``warmup_steps``, then ``DECAYS[decay]``, reaching 0 (for a
+    decay) at step ``total_steps`` and staying there."""
+    if step <= warmup_steps:
+        return step / warmup_steps
+    return DECAYS[decay](min(1.0, (step - warmup_steps) / max(total_steps - warmup_steps, 1)))
 
 
 class PluginTrainerMixin:
@@ -50,6 +67,8 @@ class PluginTrainerMixin:
     - a resume state written at the start of every epoch (``<checkpoint>.resume.pth``, removed
       when training ends): :meth:`resume_checkpoint` continues a killed run from it, with the
       model, optimiser, counters and every RNG (the loader's shuffling too) restored;
+    - a learning-rate schedule (``lr_warmup_steps``, ``lr_decay``), stepped with every optimiser
+      step, its position (``lr_step``) kept in the resume state; each epoch's rates are logged;
     - ``evaluate(..., candidates=mask)``: full ranking among the ``candidates`` items only;
     - :meth:`exclude_training_items`: full ranking without the user's whole history.
     """
@@ -61,6 +80,10 @@ class PluginTrainerMixin:
         stem, ext = os.path.splitext(self.saved_model_file)
         self.saved_model_file = from_rank_zero(f"{stem}-{uuid.uuid4().hex[:6]}{ext}")
         self.epoch_seconds = []
+        self.lr_warmup_steps = config["lr_warmup_steps"]
+        self.lr_decay = config["lr_decay"]
+        self.lr_step = 0  # optimiser steps taken under the schedule
+        self._lr_hook = None
         self.resume_file = None
         self._candidates = None
         self._history = None
@@ -92,6 +115,7 @@ class PluginTrainerMixin:
             best_valid_result=plain(self.best_valid_result),
             train_loss_dict={int(k): plain(v) for k, v in self.train_loss_dict.items()},
             epoch_seconds=list(self.epoch_seconds),
+            lr_step=self.lr_step,
             saved_model_file=self.saved_model_file,
             rng=rng_states(),
             loader_rng=train_data.generator.get_state(),
@@ -107,12 +131,37 @@ class PluginTrainerMixin:
         return result
 
     def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+        scheduled = self.lr_warmup_steps or self.lr_decay != "none"
+        scheduler = self._schedule_learning_rate(len(train_data)) if scheduled else None
+        first_step = self.lr_step + 1
         if self.resume_file and (self.config["single_spec"] or self.config["local_rank"] == 0):
             self._save_resume_state(train_data, epoch_idx)
         start = time.perf_counter()
         loss = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
         self.epoch_seconds.append(time.perf_counter() - start)
+        if scheduler:
+            rates = [f"{_learning_rate(scheduler, step):.4g}" for step in (first_step, self.lr_step)]
+            self.logger.info(set_color(f"epoch {epoch_idx} learning rate", "blue") + f": {' -> '.join(rates)}")
         return loss
+
+    def _schedule_learning_rate(self, steps_per_epoch):
+        """A LambdaLR on ``self.optimizer`` at step ``lr_step`` of the schedule, stepped by every
+        optimiser step taken (one the AMP scaler skips is not taken). Attached anew each epoch,
+        so an optimiser that was rebuilt or loaded (``initial_lr`` kept) continues the schedule."""
+        if self._lr_hook is not None:
+            self._lr_hook.remove()
+        factor = partial(lr_factor, warmup_steps=self.lr_warmup_steps, total_steps=self.epochs * steps_per_epoch,
+                         decay=self.lr_decay)
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        scheduler = LambdaLR(self.optimizer, lambda taken: factor(taken + 1), last_epoch=self.lr_step - 1)
+
+        def advance(*_):
+            self.lr_step += 1
+            scheduler.step()
+
+        self._lr_hook = self.optimizer.register_step_post_hook(advance)
+        return scheduler
 
     def load_weights(self, checkpoint_file):
         """Load the model's weights from a checkpoint file written by this trainer. From this
@@ -151,6 +200,7 @@ class PluginTrainerMixin:
         self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"]
         self.train_loss_dict = dict(state["train_loss_dict"])
         self.epoch_seconds = list(state["epoch_seconds"])
+        self.lr_step = state.get("lr_step", 0)  # resume states written before the schedule existed
         self.saved_model_file, self.resume_file = state["saved_model_file"], str(resume_file)
         restore_rng_states(state["rng"])
         if train_data is not None:
@@ -197,6 +247,11 @@ class PluginTrainerMixin:
                                   torch.tensor(float("-inf"), device=self.device))
         item_seq = interaction[self.config["ITEM_ID_FIELD"] + self.config["LIST_SUFFIX"]].to(self.device)
         return scores.scatter(1, item_seq, float("-inf"))
+
+
+def _learning_rate(scheduler, step):
+    """The learning rate of the first parameter group at optimiser step ``step`` (from 1)."""
+    return scheduler.base_lrs[0] * scheduler.lr_lambdas[0](step - 1)
 
 
 def _differing_settings(saved, current, ignore=()):

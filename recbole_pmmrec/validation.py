@@ -78,6 +78,8 @@ RULES = {
     "test_items": _choice("all", "unseen", optional=True),
     "exclude_history_items": _boolean,
     "train_user_fraction": _number(0, 1, low_open=True),
+    "lr_warmup_steps": _number(0, integer=True),
+    "lr_decay": _choice("none", "linear", "cosine"),
     "console_log": _choice("all", "epochs", optional=True),
     "trust_checkpoint": _boolean,
     "resume_from": _text(),

@@ -1,6 +1,7 @@
 """PMMRecTrainer's objectives (where their gradients go, what they teach, what they cost) and
 the trainer features every model gets."""
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from recbole_pmmrec.config import Config
 from recbole_pmmrec.evaluation import subset_loader
 from recbole_pmmrec.registry import create_dataset, get_model, get_trainer
 from recbole_pmmrec.trainer import PluginTrainerMixin
+from recbole_pmmrec.validation import SettingsError
 from tests.conftest import build_model, write_tiny_dataset
 
 OFF = {"nicl_weight": 0.0, "nid_weight": 0.0, "rcl_weight": 0.0}
@@ -252,3 +254,100 @@ def test_excluding_history_masks_the_users_whole_history_for_every_model(tmp_pat
         others = torch.ones(dataset.item_num, dtype=torch.bool)
         others[history], others[0] = False, False
         assert torch.isfinite(scores[row, others]).all()
+
+
+def _fit_recording(trainer, train, **fit_args):
+    """Fit without validation; the learning rate of every optimiser step taken."""
+    rates = []
+    trainer.optimizer.register_step_pre_hook(lambda optimizer, *_: rates.append(optimizer.param_groups[0]["lr"]))
+    trainer.fit(train, None, verbose=False, **fit_args)
+    return rates
+
+
+@pytest.mark.parametrize("decay", ["none", "linear", "cosine"])
+def test_the_learning_rate_warms_up_then_decays_step_by_step(tiny_data, make_config, caplog, decay):
+    caplog.set_level(logging.INFO)
+    _, trainer, train, _ = _setup(make_config, tiny_data, item_modalities=["text"], train_batch_size=8, epochs=2,
+                                  lr_warmup_steps=4, lr_decay=decay)
+    rates = _fit_recording(trainer, train, saved=False)
+    base, total = 3e-3, 2 * len(train)
+    assert len(rates) == total == trainer.lr_step and total >= 12
+    assert rates[:4] == pytest.approx([base / 4, base / 2, 3 * base / 4, base], rel=1e-12)
+    after = torch.tensor(rates[4:], dtype=torch.float64) / base
+    done = torch.arange(1, total - 3, dtype=torch.float64) / (total - 4)  # share of the decay after each step
+    expected = {"none": torch.ones_like(done), "linear": 1 - done, "cosine": (1 + torch.cos(torch.pi * done)) / 2}
+    assert torch.allclose(after, expected[decay], rtol=0, atol=1e-12)
+    if decay == "none":
+        assert set(rates[3:]) == {base}  # exactly learning_rate
+    else:
+        assert abs(rates[-1]) < 1e-15 and rates[4] < base  # 0 at the last step
+    lines = [r.getMessage() for r in caplog.records if "learning rate" in r.getMessage()]
+    assert [line.split(":", 1)[1].strip() for line in lines] == [
+        f"{rates[0]:.4g} -> {rates[len(train) - 1]:.4g}", f"{rates[len(train)]:.4g} -> {rates[-1]:.4g}"]
+
+
+def test_default_settings_train_exactly_as_without_a_schedule(tiny_data, make_config):
+    _, plain, train, _ = _setup(make_config, tiny_data, item_modalities=["text"], epochs=2)
+    assert _fit_recording(plain, train, saved=False) == [3e-3] * (2 * len(train))
+    assert not plain.optimizer._optimizer_step_post_hooks and "initial_lr" not in plain.optimizer.param_groups[0]
+    # the schedule's machinery at a factor of exactly 1 (one warm-up step, no decay) changes nothing
+    _, constant, train, _ = _setup(make_config, tiny_data, item_modalities=["text"], epochs=2, lr_warmup_steps=1)
+    assert _fit_recording(constant, train, saved=False) == [3e-3] * (2 * len(train))
+    assert plain.train_loss_dict == constant.train_loss_dict and len(plain.train_loss_dict) == 2
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_resumed_run_continues_the_schedule_where_it_stopped(tiny_data, make_config):
+    settings = dict(item_modalities=["text"], train_batch_size=8, epochs=3, lr_warmup_steps=5, lr_decay="cosine")
+    _, whole, train, _ = _setup(make_config, tiny_data, **settings)
+    uninterrupted = _fit_recording(whole, train)
+    steps = len(train)
+
+    _, killed, train, _ = _setup(make_config, tiny_data, **settings)
+    taken = []
+
+    def kill(*_):  # during epoch 2, after its resume state is written
+        taken.append(1)
+        if len(taken) > 2 * steps + 2:
+            raise _Killed
+
+    killed.optimizer.register_step_pre_hook(kill)
+    with pytest.raises(_Killed):
+        killed.fit(train, None, verbose=False)
+    assert killed.lr_step == 2 * steps + 2
+
+    _, resumed, train, _ = _setup(make_config, tiny_data, **settings)
+    resumed.resume_checkpoint(killed.resume_file, train)
+    assert resumed.lr_step == 2 * steps and resumed.start_epoch == 2
+    assert _fit_recording(resumed, train) == uninterrupted[2 * steps:]
+    assert resumed.train_loss_dict == whole.train_loss_dict and resumed.lr_step == 3 * steps
+
+
+def test_the_schedule_survives_a_rebuilt_optimiser_and_skips_the_scalers_skipped_steps(tiny_data, make_config):
+    _, trainer, train, _ = _setup(make_config, tiny_data, item_modalities=["text"], epochs=1, lr_warmup_steps=10)
+    scheduler = trainer._schedule_learning_rate(len(train))
+    trainer.model.train()
+    scaler = torch.amp.GradScaler("cpu")
+    for scale in (float("inf"), 1.0):  # a non-finite gradient: the scaler skips the step
+        trainer.optimizer.zero_grad()
+        scaler.scale(sum(trainer.training_losses(next(iter(train)))) * scale).backward()
+        scaler.step(trainer.optimizer)
+        scaler.update()
+    assert trainer.lr_step == 1 and scheduler.last_epoch == 1
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(3e-3 * 2 / 10, rel=1e-12)
+    trainer.optimizer = trainer._build_optimizer()  # a new optimiser, at learning_rate
+    trainer._schedule_learning_rate(len(train))
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(3e-3 * 2 / 10, rel=1e-12)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"lr_warmup_steps": -1}, r"lr_warmup_steps=-1: expected an integer >= 0"),
+    ({"lr_warmup_steps": 2.5}, r"lr_warmup_steps=2.5: expected an integer"),
+    ({"lr_decay": "exponential"}, r"lr_decay='exponential': expected one of \['none', 'linear', 'cosine'\]"),
+])
+def test_bad_schedule_settings_are_refused(settings, message, tmp_path):
+    with pytest.raises(SettingsError, match=message):
+        Config("PMMRec", "nowhere", config_dict={"data_path": str(tmp_path), **settings})
