@@ -5,7 +5,9 @@
 Every model runs through ``run_recbole`` in its own process (:mod:`.runner`), with the
 shared settings (split, metrics, filtering, history length, epochs, seed) written once to
 ``<output>/shared.yaml`` and given to every model after its own YAML files.
-``NAME[overlay]`` runs model NAME with ``properties/overlays/<overlay>.yaml`` (or a YAML
+Each finished run is kept in ``<output>/runs/<model>-seed<seed>.json``; a rerun with the
+same output folder reuses a run whose command and YAML files are unchanged (an interrupted benchmark
+resumes where it stopped). ``NAME[overlay]`` runs model NAME with ``properties/overlays/<overlay>.yaml`` (or a YAML
 path) on top; ``NAME[a+b]`` applies several overlays in order.
 
 A convergence comparison is a large ``--epochs`` (the maximum) with ``--stopping_step=K``,
@@ -18,6 +20,8 @@ training loss and the valid score per epoch, plotted in ``valid_curves.png``.
 """
 
 import argparse
+import hashlib
+import json
 import re
 import sys
 import time
@@ -140,21 +144,33 @@ def benchmark(dataset, models, config_files=None, seeds=(2020,), output="bench_o
         for seed in seeds:
             run = {"model": label(spec), "seed": seed}
             print(f"[{index}/{len(models)}] {spec} seed {seed} ...", flush=True)
-            run_start = time.perf_counter()
+            run_start, done = time.perf_counter(), None
+            record = output / "runs" / f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', run['model'])}-seed{seed}.json"
             try:
                 name, overlays = parse_model(spec)
                 files = config_files + overlays + [str(shared_file)]
                 config_dict = {"seed": seed, **model_overrides(name, dataset, files)}
                 run["command"] = command_line(name, dataset, files, config_dict)
-                result = run_isolated(name, dataset, files, config_dict, threads)
+                fingerprint = run_fingerprint(run["command"], files)
+                done = reusable_run(record, fingerprint)
+                if done:  # trained by an earlier, interrupted call into this folder
+                    print(f"[{index}/{len(models)}] {spec} seed {seed}: reused {record}", flush=True)
+                    run, curve = done["run"], done["curve"]
+                else:
+                    result = run_isolated(name, dataset, files, config_dict, threads)
+                    run.update(run_row(result))
+                    curve = run_curve(result) if run["status"] == "ok" else []
             except Exception as error:  # the model's config did not resolve
-                result = {"error": f"{type(error).__name__}: {error}"}
-            run.update(run_row(result))
+                run.update(run_row({"error": f"{type(error).__name__}: {error}"}))
+                curve = []
             run.setdefault("command", "")
             runs.append(run)
             elapsed = time.perf_counter() - run_start
             if run["status"] == "ok":
-                curves += [{"model": run["model"], "seed": seed, **epoch} for epoch in run_curve(result)]
+                if not done:
+                    record.parent.mkdir(exist_ok=True)
+                    write_text(record, json.dumps({"fingerprint": fingerprint, "run": run, "curve": curve}, indent=1))
+                curves += [{"model": run["model"], "seed": seed, **epoch} for epoch in curve]
                 key = f"test_{shared['valid_metric'].lower()}"
                 print(f"[{index}/{len(models)}] {spec} seed {seed}: {run['epochs']} epochs (best {run['best_epoch']}), "
                       f"{key[5:]} {run.get(key, float('nan')):.4f}, {elapsed:.0f} s", flush=True)
@@ -188,6 +204,22 @@ def benchmark(dataset, models, config_files=None, seeds=(2020,), output="bench_o
         print(f"per-epoch curves (valid {shared['valid_metric'].lower()}, training loss; one row per run and epoch): "
               f"{output}/curves.csv; plotted in {output}/valid_curves.png")
     return rows
+
+
+def run_fingerprint(command, config_files):
+    """What decides a run: its command and the contents of its YAML files."""
+    digest = hashlib.sha256(command.encode())
+    for file in config_files:
+        digest.update(Path(file).read_bytes())
+    return digest.hexdigest()
+
+
+def reusable_run(record, fingerprint):
+    """The finished run stored in ``record`` if it has the same fingerprint, else None."""
+    if not record.is_file():
+        return None
+    done = json.loads(record.read_text(encoding="utf-8"))
+    return done if done.get("fingerprint") == fingerprint else None
 
 
 def _value(text):

@@ -219,3 +219,29 @@ def test_cli_passes_shared_settings(monkeypatch):
     assert seen["kwargs"]["seeds"] == ["1", "2"]
     assert {k: seen["kwargs"][k] for k in ("epochs", "train_batch_size", "topk")} == {
         "epochs": 3, "train_batch_size": 8, "topk": [5, 10]}
+
+
+def test_a_rerun_reuses_finished_runs_and_reruns_changed_ones(bench, monkeypatch):
+    """Rerunning into the same folder (an interrupted benchmark) trains nothing again and
+    writes the same tables; a run whose YAML changed is not reused."""
+    before = {name: (bench["out"] / name).read_text(encoding="utf-8") for name in ("runs.csv", "curves.csv")}
+    monkeypatch.setattr(bm, "run_isolated", lambda *args: pytest.fail(f"run again: {args[:2]}"))
+    monkeypatch.chdir(bench["root"])
+    tiny = bench["root"] / "tiny.yaml"
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        bm.benchmark("tiny", f"PMMRec[{tiny}+text],SASRec", seeds=(2020, 2021), output=bench["out"],
+                     threads=1, epochs=EPOCHS, **bench["shared"])
+    assert printed.getvalue().count(": reused ") == 4
+    runs = _read_csv(bench["out"] / "runs.csv")
+    assert len(runs) == 4 and all(r["status"] == "ok" for r in runs)
+    assert (bench["out"] / "curves.csv").read_text(encoding="utf-8") == before["curves.csv"]
+    after = (bench["out"] / "runs.csv").read_text(encoding="utf-8").splitlines()
+    assert after == before["runs.csv"].splitlines()[:5]  # header and the 4 runs (NoSuchModel left out here)
+    record = next((bench["out"] / "runs").glob("PMMRec*-seed2020.json"))
+    files = shlex.split(runs[0]["command"])[3].split("=", 1)[1].split()
+    fingerprint = bm.run_fingerprint(runs[0]["command"], files)
+    assert bm.reusable_run(record, fingerprint)["run"]["seed"] == 2020
+    changed = bench["root"] / "changed" / "tiny.yaml"
+    changed.parent.mkdir()
+    changed.write_text(tiny.read_text(encoding="utf-8") + "\nlearning_rate: 0.5\n", encoding="utf-8")
+    assert bm.reusable_run(record, bm.run_fingerprint(runs[0]["command"], [str(changed)] + files[1:])) is None
