@@ -5,7 +5,7 @@
 Every model runs through ``run_recbole`` in its own process (:mod:`.runner`), with the
 shared settings (split, metrics, filtering, history length, epochs, seed) written once to
 ``<output>/shared.yaml`` and given to every model after its own YAML files.
-Each finished run is kept in ``<output>/runs/<model>-seed<seed>.json``; a rerun with the
+Each finished run is kept in ``<output>/runs/<model>-seed<seed>.json`` (the label as a safe file name); a rerun with the
 same output folder reuses a run whose command and YAML files are unchanged (an interrupted benchmark
 resumes where it stopped). ``NAME[overlay]`` runs model NAME with ``properties/overlays/<overlay>.yaml`` (or a YAML
 path) on top; ``NAME[a+b]`` applies several overlays in order.
@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from dataset_converters.atomic import write_text
+from dataset_converters.images import safe_name
 from recbole_pmmrec.config import Config, properties_dir
 from recbole_pmmrec.data.derived import DEFAULT_DATASET
 from recbole_pmmrec.experiments.report import markdown_table, plot, plot_curves, settings_text, summarize, write_csv
@@ -127,7 +128,7 @@ def benchmark(dataset, models, config_files=None, seeds=(2020,), output="bench_o
     """
     start = time.perf_counter()
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    (output / "runs").mkdir(parents=True, exist_ok=True)
     config_files = [str(Path(f).resolve()) for f in (config_files or [])]
     seeds = [int(s) for s in seeds]
     shared.pop("seed", None)  # given per run
@@ -145,7 +146,7 @@ def benchmark(dataset, models, config_files=None, seeds=(2020,), output="bench_o
             run = {"model": label(spec), "seed": seed}
             print(f"[{index}/{len(models)}] {spec} seed {seed} ...", flush=True)
             run_start, done = time.perf_counter(), None
-            record = output / "runs" / f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', run['model'])}-seed{seed}.json"
+            record = output / "runs" / f"{safe_name(run['model'])}-seed{seed}.json"
             try:
                 name, overlays = parse_model(spec)
                 files = config_files + overlays + [str(shared_file)]
@@ -168,7 +169,6 @@ def benchmark(dataset, models, config_files=None, seeds=(2020,), output="bench_o
             elapsed = time.perf_counter() - run_start
             if run["status"] == "ok":
                 if not done:
-                    record.parent.mkdir(exist_ok=True)
                     write_text(record, json.dumps({"fingerprint": fingerprint, "run": run, "curve": curve}, indent=1))
                 curves += [{"model": run["model"], "seed": seed, **epoch} for epoch in curve]
                 key = f"test_{shared['valid_metric'].lower()}"
