@@ -41,7 +41,7 @@ setup(
         "dataset_converters",
     ],
     package_dir={"recbole_pmmrec.properties": "properties"},
-    package_data={"recbole_pmmrec.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml", "overlays/*.yaml"]},
+    package_data={"recbole_pmmrec.properties": ["*.yaml", "model/*.yaml", "dataset/*.yaml", "overlays/*.yaml", "overlays/levers/*.yaml"]},
     install_requires=RECBOLE_RUNTIME
     + [
         "torch>=2.2,<=2.14.1",

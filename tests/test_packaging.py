@@ -21,6 +21,7 @@ def test_wheel_ships_properties_and_uses_them(tmp_path):
         "recbole_pmmrec/properties/model/PMMRec.yaml",
         "recbole_pmmrec/properties/dataset/ml-100k-text.yaml",
         "recbole_pmmrec/properties/overlays/cpu.yaml",
+        "recbole_pmmrec/properties/overlays/levers/l3.yaml",
         "recbole_pmmrec/model/pmmrec.py",
         "recbole_pmmrec/data/dataset.py",
         "recbole_pmmrec/experiments/benchmark.py",
