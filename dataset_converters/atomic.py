@@ -75,19 +75,39 @@ def write_content(path, item_tokens, texts, images):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def _modalities_line(modalities):
+    return f"item_modalities: [{', '.join(modalities)}]   # the item content the converted data has"
+
+
+def content_modalities(rows):
+    """The modalities content rows have (an image counts once its file is in the folder)."""
+    present = [m for m in ("text", "image") if any(row.get(m) for row in rows)]
+    return present or ["text"]
+
+
 def write_settings(path, name, modalities, user_min, item_min):
     """``NAME.yaml``: the settings run_recbole needs to load the dataset as converted (the
     columns sequential models read, the modalities present) and the filtering applied."""
     lines = [f"# Settings of the dataset {name}, written by pmmrec-convert. recbole-pmmrec reads them",
              "# after its own YAML files and before config files and the command line.",
-             "load_col:", "  inter: [user_id, item_id, timestamp]",
-             f"item_modalities: [{', '.join(modalities)}]   # the item content the converted data has"]
+             "load_col:", "  inter: [user_id, item_id, timestamp]", _modalities_line(modalities)]
     if user_min > 1 or item_min > 1:
         lines.append("# filtering the converter applied (applying it again changes nothing)")
     if user_min > 1:
         lines.append(f'user_inter_num_interval: "[{user_min},inf)"')
     if item_min > 1:
         lines.append(f'item_inter_num_interval: "[{item_min},inf)"')
+    with replace_when_done(path) as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def update_modalities(path, modalities):
+    """Rewrite the ``item_modalities`` line of a ``NAME.yaml`` written by :func:`write_settings`
+    (after images were downloaded); a missing file is left alone."""
+    if not Path(path).is_file():
+        return
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    lines = [_modalities_line(modalities) if line.startswith("item_modalities:") else line for line in lines]
     with replace_when_done(path) as f:
         f.write("\n".join(lines) + "\n")
 

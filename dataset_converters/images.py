@@ -261,7 +261,8 @@ def download_images(folder, workers=8, retries=2, timeout=30, backoff=1.0, progr
     """Download the images listed in ``FOLDER/NAME.image_urls.tsv`` into ``FOLDER/images``.
 
     Resumable: an image already present and decodable is not fetched again. The content
-    file is updated to reference each downloaded image, the failures are written to
+    file is updated to reference each downloaded image (and ``NAME.yaml``'s
+    ``item_modalities`` to include images once any is present), the failures are written to
     ``NAME.image_report.tsv``, and the counts to ``NAME.summary.json``. Returns the counts.
     """
     folder = Path(folder)
@@ -300,6 +301,7 @@ def download_images(folder, workers=8, retries=2, timeout=30, backoff=1.0, progr
         elif token in failed and not (row.get("image") and (folder / row["image"]).is_file()):
             row["image"] = None
     atomic.rewrite_content(content, rows)
+    atomic.update_modalities(folder / f"{name}.yaml", atomic.content_modalities(rows))
     report = folder / f"{name}.image_report.tsv"
     kept = [r for r in atomic.read_tsv(report) if r[0] not in urls]
     atomic.write_tsv(report, REPORT_HEADER,

@@ -140,8 +140,9 @@ def run(source_module, source, input_path, output, options):
         files["image_report"] = image_info["report"] = f"{name}.image_report.tsv"
         atomic.write_tsv(folder / files["image_report"], images.REPORT_HEADER, collector.problems)
     files["settings"] = f"{name}.yaml"
-    atomic.write_settings(folder / files["settings"], name, _modalities(filtered.item_tokens, texts, collector, urls),
-                          user_min, item_min)
+    modalities = atomic.content_modalities(
+        [{"text": texts.get(t), "image": collector.images.get(t)} for t in filtered.item_tokens])
+    atomic.write_settings(folder / files["settings"], name, modalities, user_min, item_min)
     files["summary"] = f"{name}.summary.json"
     for stale in (f"{name}.item", f"{name}.image_urls.tsv", f"{name}.image_report.tsv"):
         if stale not in files.values():  # left by an earlier conversion into this folder
@@ -158,13 +159,6 @@ def run(source_module, source, input_path, output, options):
                                 progress=opts.progress)
         summary = json.loads((folder / files["summary"]).read_text(encoding="utf-8"))
     return summary
-
-
-def _modalities(tokens, texts, collector, urls):
-    """The item modalities the converted dataset has (images to download count)."""
-    has_text = any(texts.get(t) for t in tokens)
-    has_image = bool(collector.images or urls)
-    return [m for m, present in (("text", has_text), ("image", has_image)) if present] or ["text"]
 
 
 def place_images(opts, data, tokens, folder):

@@ -68,7 +68,8 @@ def format_summary(summary):
     images = summary.get("images", {})
     if images.get("urls") and "download" not in images:
         lines.append(f"{images['urls']} image URLs listed in {images['manifest']}; fetch them "
-                     f"with: pmmrec-convert download-images {summary.get('output', 'DIR')}")
+                     f"with: pmmrec-convert download-images {summary.get('output', 'DIR')} (until then the "
+                     f"dataset is text only; the download adds image to its item_modalities)")
     if images.get("download"):
         d = images["download"]
         lines.append(f"images downloaded: {d['downloaded']}, already present: "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from dataset_converters import ConversionError, convert, filtering
@@ -548,6 +549,26 @@ def test_download_images_from_local_server(http_server, tmp_path, capsys):
     summary = convert("generic", raw / "inter.tsv", out, text_cols=["title"], image_col="image",
                       progress=False)
     assert summary["items_with_image"] == 1 and requests == []
+    assert yaml.safe_load((out / "dl.yaml").read_text())["item_modalities"] == ["text", "image"]
+
+
+def test_image_urls_alone_leave_a_text_only_dataset_until_downloaded(http_server, tmp_path, capsys):
+    # As on a machine without internet: the URLs are listed, nothing is fetched, so the
+    # dataset must load as text only; the download then adds the image modality.
+    www, base, _ = http_server
+    (www / "good.png").write_bytes(image_bytes((9, 99, 199)))
+    raw = tmp_path / "raw_urls"
+    write_lines(raw / "inter.tsv", ["user_id\titem_id\ttitle\timage", f"u1\tgood\tGood one\t{base}/good.png",
+                                    f"u1\tgone\tMissing\t{base}/missing.png", "u2\tbare\tNo picture\t"])
+    out = tmp_path / "data" / "urls"
+    assert main(["generic", "--input", str(raw / "inter.tsv"), "--output", str(out), "--text-cols", "title",
+                 "--image-col", "image", "--no-progress"]) == 0
+    assert "until then the dataset is text only" in capsys.readouterr().out
+    assert yaml.safe_load((out / "urls.yaml").read_text())["item_modalities"] == ["text"]
+    check_loads(out, users=2, items=3, interactions=3)
+    assert main(["download-images", str(out), "--retries", "0", "--no-progress"]) == 1  # one URL fails
+    settings = yaml.safe_load((out / "urls.yaml").read_text())
+    assert settings["item_modalities"] == ["text", "image"] and settings["load_col"]["inter"][0] == "user_id"
 
 
 def test_fetch_retries_transient_errors_only(http_server):
