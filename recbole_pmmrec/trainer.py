@@ -288,9 +288,11 @@ def with_plugin_features(trainer_class):
 
 class PMMRecTrainer(PluginTrainerMixin, Trainer, ProcessGroupTrainer):
     """Trains only parameters that require gradients; ``weight_decay`` applies to the
-    modules trained from scratch, none to the pre-trained backbones (as the authors do)."""
+    modules trained from scratch, none to the pre-trained backbones (as the authors do), whose
+    trained blocks take ``encoder_learning_rate`` when it is set."""
 
     def __init__(self, config, model):
+        self.encoder_learning_rate = config["encoder_learning_rate"]  # read by _build_optimizer
         super().__init__(config, model)
         self.weights = {name: float(config[f"{name}_weight"] or 0.0) for name in OBJECTIVES}
         if self.weights["nicl"] and len(model.modalities) < 2:
@@ -310,12 +312,16 @@ class PMMRecTrainer(PluginTrainerMixin, Trainer, ProcessGroupTrainer):
                 {"params": [p for p in trainable if id(p) in fresh], "weight_decay": self.weight_decay},
                 {"params": [p for p in trainable if id(p) not in fresh], "weight_decay": 0.0},
             ]
+            encoder_rate = self.encoder_learning_rate or self.learning_rate
+            if self.encoder_learning_rate:
+                groups[1]["lr"] = self.encoder_learning_rate
             kwargs["params"] = [g for g in groups if g["params"]]
             n_fresh = sum(p.numel() for p in groups[0]["params"])
             n_backbone = sum(p.numel() for p in groups[1]["params"])
             self.logger.info(
                 set_color("trainable parameters", "blue")
-                + f": {n_fresh} new (weight decay {self.weight_decay}), {n_backbone} in pre-trained encoders"
+                + f": {n_fresh} new (weight decay {self.weight_decay}, learning rate {self.learning_rate:g}), "
+                f"{n_backbone} in pre-trained encoders (learning rate {encoder_rate:g})"
             )
         return super()._build_optimizer(**kwargs)
 

@@ -124,6 +124,7 @@ RULES = {
     "train_neg_sample_args": lambda value: None,  # RecBole's own (it checks it)
     "learner": _text(optional=False),
     "learning_rate": POSITIVE,
+    "encoder_learning_rate": _number(0, low_open=True, optional=True),
     "weight_decay": WEIGHT,
     "train_batch_size": POSITIVE_INT,
     "nicl_weight": WEIGHT,

@@ -281,7 +281,7 @@ def test_the_learning_rate_warms_up_then_decays_step_by_step(tiny_data, make_con
         assert set(rates[3:]) == {base}  # exactly learning_rate
     else:
         assert abs(rates[-1]) < 1e-15 and rates[4] < base  # 0 at the last step
-    lines = [r.getMessage() for r in caplog.records if "learning rate" in r.getMessage()]
+    lines = [m for m in (r.getMessage() for r in caplog.records) if "learning rate" in m and "epoch" in m]
     assert [line.split(":", 1)[1].strip() for line in lines] == [
         f"{rates[0]:.4g} -> {rates[len(train) - 1]:.4g}", f"{rates[len(train)]:.4g} -> {rates[-1]:.4g}"]
 
@@ -294,6 +294,28 @@ def test_default_settings_train_exactly_as_without_a_schedule(tiny_data, make_co
     _, constant, train, _ = _setup(make_config, tiny_data, item_modalities=["text"], epochs=2, lr_warmup_steps=1)
     assert _fit_recording(constant, train, saved=False) == [3e-3] * (2 * len(train))
     assert plain.train_loss_dict == constant.train_loss_dict and len(plain.train_loss_dict) == 2
+
+
+def test_the_encoders_trained_blocks_learn_at_their_own_rate(tiny_data, make_config, caplog):
+    """One AdamW step moves each parameter by about its group's learning rate (the first
+    step's update is lr * g / |g|): the trained text block at encoder_learning_rate, the
+    new modules at learning_rate; with warm-up, the schedule scales both groups."""
+    caplog.set_level(logging.INFO)
+    model, trainer, train, _ = _setup(make_config, tiny_data, item_modalities=["text"], learning_rate=3e-3,
+                                      encoder_learning_rate=1e-5, lr_warmup_steps=2)
+    assert "learning rate 0.003), " in caplog.text and "pre-trained encoders (learning rate 1e-05)" in caplog.text
+    block = dict(model.named_parameters())["item_encoder.text_encoder.backbone.encoder.layer.1.output.dense.weight"]
+    fresh = model.user_encoder.transformer.layer[0].feed_forward.dense_1.weight
+    assert block.requires_grad
+    before = {"block": block.detach().clone(), "fresh": fresh.detach().clone()}
+    model.train()
+    trainer._schedule_learning_rate(len(train))  # warm-up: the first step at 1/2 of each rate
+    losses = trainer.training_losses(next(iter(train)))
+    (sum(losses) if isinstance(losses, tuple) else losses).backward()
+    trainer.optimizer.step()
+    moved = {"block": (block - before["block"]).abs().max().item(), "fresh": (fresh - before["fresh"]).abs().max().item()}
+    assert 0.4e-5 < moved["block"] <= 0.51e-5 and 1.2e-3 < moved["fresh"] <= 1.6e-3, moved
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([3e-3, 1e-5])
 
 
 class _Killed(Exception):
