@@ -67,9 +67,10 @@ def format_summary(summary):
         lines.append(f"warning: text fields never present in any item: {', '.join(unseen)}")
     images = summary.get("images", {})
     if images.get("urls") and "download" not in images:
+        text_only = "" if images.get("copied_or_present") else (
+            " (until then the dataset is text only; the download adds image to its item_modalities)")
         lines.append(f"{images['urls']} image URLs listed in {images['manifest']}; fetch them "
-                     f"with: pmmrec-convert download-images {summary.get('output', 'DIR')} (until then the "
-                     f"dataset is text only; the download adds image to its item_modalities)")
+                     f"with: pmmrec-convert download-images {summary.get('output', 'DIR')}{text_only}")
     if images.get("download"):
         d = images["download"]
         lines.append(f"images downloaded: {d['downloaded']}, already present: "

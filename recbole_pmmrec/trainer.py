@@ -312,7 +312,6 @@ class PMMRecTrainer(PluginTrainerMixin, Trainer, ProcessGroupTrainer):
                 {"params": [p for p in trainable if id(p) in fresh], "weight_decay": self.weight_decay},
                 {"params": [p for p in trainable if id(p) not in fresh], "weight_decay": 0.0},
             ]
-            encoder_rate = self.encoder_learning_rate or self.learning_rate
             if self.encoder_learning_rate:
                 groups[1]["lr"] = self.encoder_learning_rate
             kwargs["params"] = [g for g in groups if g["params"]]
@@ -321,7 +320,7 @@ class PMMRecTrainer(PluginTrainerMixin, Trainer, ProcessGroupTrainer):
             self.logger.info(
                 set_color("trainable parameters", "blue")
                 + f": {n_fresh} new (weight decay {self.weight_decay}, learning rate {self.learning_rate:g}), "
-                f"{n_backbone} in pre-trained encoders (learning rate {encoder_rate:g})"
+                f"{n_backbone} in pre-trained encoders (learning rate {groups[1].get('lr', self.learning_rate):g})"
             )
         return super()._build_optimizer(**kwargs)
 
