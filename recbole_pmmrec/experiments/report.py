@@ -96,6 +96,15 @@ def save_figure(fig, path):
     pyplot().close(fig)
 
 
+def save_line_plot(fig, ax, title, path):
+    """Give the single-axes ``fig`` its title, legend and grid, then write it (see ``save_figure``)."""
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def plot(rows, path, title):
     """Test metrics (bars per model, std as error bars) and times per model, side by side."""
     plt = pyplot()
@@ -154,8 +163,4 @@ def plot_curves(curves, path, title, valid_metric):
         ax.plot(epochs, mean, color=f"C{i}", linewidth=2, marker=".", label=f"{model} ({seeds})")
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"valid {valid_metric.lower()}")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path)
+    save_line_plot(fig, ax, title, path)

@@ -33,7 +33,7 @@ from recbole_pmmrec.data.derived import (
     DEFAULT_DATASET, make_cold_start_dataset, make_transfer_split, prepare_dataset,
 )
 from recbole_pmmrec.experiments.benchmark import DEFAULTS, benchmark, parse_model, resolve_shared
-from recbole_pmmrec.experiments.report import cell, markdown_table, pyplot, save_figure, summarize, write_csv
+from recbole_pmmrec.experiments.report import cell, markdown_table, pyplot, save_line_plot, summarize, write_csv
 from recbole_pmmrec.experiments.runner import command_line, run_isolated, run_row
 from recbole_pmmrec.validation import RULES, SettingsError
 
@@ -198,11 +198,7 @@ def _plot_curve(rows, zero_shot, labels, metric, path, title):
     ax.minorticks_off()
     ax.set_xlabel("fraction of the target's training users")
     ax.set_ylabel(f"test {metric}")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path)
+    save_line_plot(fig, ax, title, path)
 
 
 def _write_curve(output, runs, labels, valid_metric, intro):
